@@ -1,0 +1,61 @@
+"""Every registered task passes the same checks on a fixture in its real format."""
+
+import json
+import math
+
+import pytest
+from fixtures import make_fixture
+
+from visrl_bench.registry import TASKS
+from visrl_bench.scoring import score_task
+from visrl_bench.task import Task
+
+
+def _write_predictions(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(params=TASKS.names())
+def task(request, tmp_path):
+    data, options = make_fixture(request.param, tmp_path / "data")
+    return TASKS.build(request.param, data, None, **options)
+
+
+def test_task_contract(task, tmp_path):
+    assert isinstance(task, Task)
+    assert task.version and task.description and task.name
+    name, version, description = type(task).info(**TASKS.entry(task.name).kwargs)
+    assert (name, version) == (task.name, task.version)
+    samples = list(task.samples())
+    assert samples, "fixture yields no samples"
+    ids = [s.id for s in samples]
+    assert len(ids) == len(set(ids)), "sample ids must be unique"
+    for s in samples:
+        assert isinstance(task.prompt(s), str) and s.question in task.prompt(s)
+    image = samples[0].load_image()
+    assert image.mode == "RGB" and image.size[0] > 0
+    assert len(task.prompt_sha256) == 64
+
+
+def test_oracle_predictions_score_perfectly(task, tmp_path):
+    samples = list(task.samples())
+    preds = _write_predictions(tmp_path / "p.jsonl",
+                               [{"id": s.id, "prediction": task.oracle_prediction(s)} for s in samples])
+    report = score_task(task, preds)
+    assert report.missing == 0 and not report.unknown_ids and report.errors == 0
+    for metric in task.headline_metrics:
+        assert report.metrics[metric] == pytest.approx(100.0), metric
+        lo, hi = report.metrics[f"{metric}_ci95"]
+        assert lo <= report.metrics[metric] <= hi
+
+
+def test_missing_predictions_count_as_wrong(task, tmp_path):
+    samples = list(task.samples())
+    preds = _write_predictions(tmp_path / "p.jsonl", [{"id": "not-a-real-id", "prediction": "A"}])
+    report = score_task(task, preds)
+    assert report.missing == len(samples)
+    assert report.unknown_ids == ["not-a-real-id"]
+    for metric in task.headline_metrics:
+        assert report.metrics[metric] == 0.0
+        assert all(not math.isnan(v) for v in report.metrics[f"{metric}_ci95"])

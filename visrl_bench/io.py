@@ -1,0 +1,53 @@
+"""Streaming readers that turn malformed input into errors naming the file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from visrl_bench.errors import DataError
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    p = Path(path)
+    if not p.is_file():
+        hint = " (it is a directory)" if p.is_dir() else ""
+        raise DataError(p, f"{what} not found{hint}")
+    return p
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    p = require_file(path, what)
+    try:
+        with p.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(p, f"malformed JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(p, f"not UTF-8 text: {exc}") from None
+
+
+def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line; each line must be a JSON object."""
+    p = require_file(path, what)
+    with p.open(encoding="utf-8", errors="strict") as f:
+        lineno = 0
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as exc:
+                raise DataError(p, f"not UTF-8 text: {exc}", line=lineno + 1) from None
+            if not line:
+                return
+            lineno += 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(p, f"malformed JSON line: {exc.msg} (column {exc.colno})", line=lineno) from None
+            if not isinstance(obj, dict):
+                raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+            yield lineno, obj

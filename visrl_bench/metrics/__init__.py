@@ -1,0 +1,1 @@
+"""Metrics: VQA accuracy, option accuracy, box metrics, and the statistics around them."""

@@ -1,0 +1,56 @@
+"""Confidence intervals: seeded percentile bootstrap over the units that were sampled (questions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_SEED = 0
+
+
+def bootstrap_ci(
+    units: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], float] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = DEFAULT_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of `statistic` over the rows of `units`.
+
+    Rows are the independent units (one question, or one question's cycles as a row of a 2-D array), so a
+    statistic that averages over cycles is resampled by question, not by row of the benchmark file.
+    Without `statistic`, the mean of a 1-D array, vectorised.
+    """
+    data = np.asarray(units, dtype=float)
+    n = data.shape[0] if data.ndim else 0
+    if n == 0:
+        return (float("nan"), float("nan"))
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be positive")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    if statistic is None:
+        stats = data[idx].mean(axis=1)
+    else:
+        stats = np.array([statistic(data[i]) for i in idx])
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
+def mean_ci_percent(values: Sequence[float], seed: int = DEFAULT_SEED,
+                    n_resamples: int = DEFAULT_RESAMPLES) -> tuple[float, list[float]]:
+    """Mean of per-sample scores in [0, 1] as a percentage, with its 95% bootstrap CI in percent."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return float("nan"), [float("nan"), float("nan")]
+    lo, hi = bootstrap_ci(arr, seed=seed, n_resamples=n_resamples)
+    return 100 * float(arr.mean()), [100 * lo, 100 * hi]
+
+
+def add_metric(metrics: dict, name: str, value: float, ci: Sequence[float]) -> None:
+    """Every headline metric travels with `<name>_ci95`."""
+    metrics[name] = round(float(value), 6)
+    metrics[f"{name}_ci95"] = [round(float(ci[0]), 6), round(float(ci[1]), 6)]

@@ -1,0 +1,81 @@
+"""One small registry of lazy "module:attr" entries for tasks, models, reasoning modes and trainers.
+
+Entries are strings until used, so `visrl-bench list` or `score` never import torch, transformers or TRL.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from visrl_bench.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "package.module:attr"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # bound when the entry is built (e.g. a variant)
+
+    def load(self) -> Any:
+        module_name, _, attr = self.target.partition(":")
+        module = importlib.import_module(module_name)
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise ImportError(f"registry entry {self.name!r}: {module_name} has no attribute {attr!r}") from None
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, target: str, **kwargs: Any) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        if ":" not in target:
+            raise ValueError(f"{self.kind} {name!r}: target must be 'module:attr', got {target!r}")
+        self._entries[name] = Entry(name, target, dict(kwargs))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            known = ", ".join(self.names()) or "none"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} (known: {known})") from None
+
+    def load(self, name: str) -> Any:
+        return self.entry(name).load()
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Import the entry and call it with its bound kwargs plus the caller's."""
+        entry = self.entry(name)
+        return entry.load()(*args, **{**entry.kwargs, **kwargs})
+
+
+TASKS = Registry("task")
+MODELS = Registry("model")
+MODES = Registry("reasoning mode")
+TRAINERS = Registry("trainer")
+
+_T = "visrl_bench.tasks"
+TASKS.register("vstar_bench", f"{_T}.vstar:VStarBench")
+TASKS.register("hr_bench_4k", f"{_T}.hr_bench:HRBench", variant="4k")
+TASKS.register("hr_bench_8k", f"{_T}.hr_bench:HRBench", variant="8k")
+TASKS.register("textvqa", f"{_T}.textvqa:TextVQA")
+TASKS.register("refcoco", f"{_T}.refcoco:RefCOCO", dataset="refcoco")
+TASKS.register("refcoco+", f"{_T}.refcoco:RefCOCO", dataset="refcoco+")
+TASKS.register("refcocog", f"{_T}.refcoco:RefCOCO", dataset="refcocog")
+
+ALL = {"tasks": TASKS, "models": MODELS, "modes": MODES, "trainers": TRAINERS}

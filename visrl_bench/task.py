@@ -1,0 +1,175 @@
+"""What a benchmark plug-in is: samples streamed from the benchmark's real files, a prompt, per-sample
+scoring and aggregation with confidence intervals.
+
+A task module in tasks/ defines one class that satisfies `Task` (most subclass `BaseTask` for the shared
+plumbing) and is registered in `visrl_bench.registry`. Tasks never parse boxes or options themselves: they
+call `visrl_bench.boxes` and `visrl_bench.metrics.choice`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from visrl_bench.boxes import Box
+from visrl_bench.errors import DataError
+from visrl_bench.metrics.choice import extract_letter
+from visrl_bench.metrics.stats import add_metric, mean_ci_percent
+
+
+@dataclass
+class ImageSource:
+    """Where a sample's image comes from, loaded only when a model needs it (never for scoring)."""
+
+    origin: str  # file the image lives in or is referenced from, for error messages
+    path: Path | None = None
+    data: str | bytes | None = None  # base64 text or raw encoded bytes
+    row: object | None = None
+    loader: Callable[[], bytes] | None = None  # for images referenced from elsewhere in a streamed file
+
+    def load(self):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            if self.path is not None:
+                if not self.path.is_file():
+                    raise DataError(self.path, "image file not found", row=self.row)
+                img = Image.open(self.path)
+            else:
+                raw = self.loader() if self.loader is not None else self.data
+                if isinstance(raw, str):
+                    try:
+                        raw = base64.b64decode(raw, validate=True)
+                    except (binascii.Error, ValueError) as exc:
+                        raise DataError(self.origin, f"bad base64 image: {exc}", row=self.row) from None
+                if not raw:
+                    raise DataError(self.origin, "empty image", row=self.row)
+                img = Image.open(io.BytesIO(raw))
+            img.load()
+            return img.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            where = self.path or self.origin
+            raise DataError(where, f"unreadable image: {exc}", row=self.row) from None
+
+
+@dataclass
+class Sample:
+    id: str  # the benchmark's native id (TextVQA question_id, RefCOCO sent_id, HR-Bench index, ...)
+    question: str
+    answer: Any  # gold: a letter, a list of human answers, a Box
+    category: str | None = None
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image, when known
+    gold_boxes: list[Box] = field(default_factory=list)
+    aliases: tuple[str, ...] = ()  # other ids users may key predictions by
+    meta: dict[str, Any] = field(default_factory=dict)
+    image: ImageSource | None = None
+
+    def load_image(self):
+        if self.image is None:
+            raise DataError("<sample>", f"sample {self.id} has no image")
+        return self.image.load()
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    version: str
+    description: str
+
+    def samples(self) -> Iterator[Sample]: ...
+
+    def prompt(self, sample: Sample) -> str: ...
+
+    def score(self, sample: Sample, prediction: str | None, row: dict | None = None) -> dict: ...
+
+    def aggregate(self, records: Sequence[dict]) -> dict: ...
+
+    def gold_boxes(self, sample: Sample) -> list[Box]: ...
+
+    def oracle_prediction(self, sample: Sample) -> str: ...
+
+
+class BaseTask:
+    """Shared plumbing; subclasses set the class attributes and implement samples/prompt/score."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    prompt_template: ClassVar[str] = ""
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
+    metric_notes: ClassVar[dict[str, str]] = {}  # what each metric means where names could mislead
+    splits: ClassVar[tuple[str, ...]] = ()
+    default_split: ClassVar[str | None] = None
+
+    @classmethod
+    def info(cls, **registry_kwargs: Any) -> tuple[str, str, str]:
+        """(name, version, description) without touching data, for `visrl-bench list`."""
+        return cls.name, cls.version, cls.description
+
+    def __init__(self, data: str | Path, split: str | None = None, *, seed: int = 0, **options: Any):
+        self.data = Path(data)
+        if not self.data.exists():
+            raise DataError(self.data, f"{self.name} data not found")
+        self.split = split or self.default_split
+        if self.splits and self.split not in self.splits:
+            raise DataError(self.data, f"{self.name} has no split {self.split!r}; choose one of "
+                                       f"{', '.join(self.splits)}")
+        self.seed = seed
+        self.options = options
+
+    # --- provenance -------------------------------------------------------------------------------------
+    @property
+    def prompt_sha256(self) -> str:
+        return hashlib.sha256(self.prompt_template.encode()).hexdigest()
+
+    def config(self) -> dict[str, Any]:
+        return {"task": self.name, "version": self.version, "data": str(self.data), "split": self.split,
+                "seed": self.seed, **self.options}
+
+    # --- defaults ---------------------------------------------------------------------------------------
+    def gold_boxes(self, sample: Sample) -> list[Box]:
+        return list(sample.gold_boxes)
+
+    def record(self, sample: Sample, prediction: str | None, scores: dict[str, float], **details: Any) -> dict:
+        """A per-sample record: small, JSON-serialisable, enough to re-aggregate without the data."""
+        return {"id": sample.id, "category": sample.category, "missing": prediction is None,
+                "prediction": prediction, "scores": scores, **details}
+
+    def mean_metrics(self, records: Sequence[dict], names: Iterable[str] | None = None,
+                     by_category: bool = True) -> dict:
+        """Mean of per-sample scores with CIs, overall and per category (`<category>/<metric>`)."""
+        names = list(names or self.headline_metrics)
+        out: dict[str, Any] = {}
+        for name in names:
+            value, ci = mean_ci_percent([r["scores"][name] for r in records], seed=self.seed)
+            add_metric(out, name, value, ci)
+        if by_category:
+            groups: dict[str, list[dict]] = defaultdict(list)
+            for r in records:
+                if r.get("category") is not None:
+                    groups[r["category"]].append(r)
+            for cat in sorted(groups):
+                for name in names:
+                    value, ci = mean_ci_percent([r["scores"][name] for r in groups[cat]], seed=self.seed)
+                    add_metric(out, f"{cat}/{name}", value, ci)
+                out[f"{cat}/n"] = len(groups[cat])
+        return out
+
+    def choice_record(self, sample: Sample, prediction: str | None, options: Sequence[str],
+                      gold_letter: str, **details: Any) -> dict:
+        choice = extract_letter(prediction, options) if prediction is not None else None
+        letter = choice.letter if choice else None
+        return self.record(sample, prediction, {"accuracy": float(letter == gold_letter)},
+                           parsed_letter=letter, parse_method=choice.method if choice else "missing",
+                           gold=gold_letter, **details)
+
+    def write_outputs(self, records: Sequence[dict], out_dir: Path) -> list[Path]:
+        """Hook for benchmark-specific files (e.g. an EvalAI submission); none by default."""
+        return []
