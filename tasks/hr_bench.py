@@ -64,13 +64,17 @@ class HRBench(BaseTask):
 
     @classmethod
     def info(cls, variant: str = "4k", **_: Any) -> tuple[str, str, str]:
-        return (f"hr_bench_{variant}", cls.version, f"HR-Bench {variant.upper()}: FSP/FCP MCQ on {variant.upper()} "
-                "images; per-cycle and strict circular accuracy")
+        return (
+            f"hr_bench_{variant}",
+            cls.version,
+            f"HR-Bench {variant.upper()}: FSP/FCP MCQ on {variant.upper()} "
+            "images; per-cycle and strict circular accuracy",
+        )
 
-    def __init__(self, data, split=None, *, variant: str = "4k", seed: int = 0, **options: Any):
+    def __init__(self, data, split=None, *, variant: str = "4k", seed: int = 0):
         self.variant = variant
         self.name, _, self.description = self.info(variant)
-        super().__init__(data, split, seed=seed, **options)
+        super().__init__(data, split, seed=seed)
         self.file = self._locate(self.data)
 
     def _locate(self, data: Path) -> Path:
@@ -110,9 +114,12 @@ class HRBench(BaseTask):
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue
                 if len(fields) != len(header):
-                    raise DataError(self.file, f"row has {len(fields)} fields, the header has {len(header)}",
-                                    line=reader.line_num)
-                yield reader.line_num, dict(zip(header, fields))
+                    raise DataError(
+                        self.file,
+                        f"row has {len(fields)} fields, the header has {len(header)}",
+                        line=reader.line_num,
+                    )
+                yield reader.line_num, dict(zip(header, fields, strict=True))
 
     def _parquet_rows(self) -> Iterator[tuple[int, dict]]:
         import pyarrow.parquet as pq
@@ -142,6 +149,7 @@ class HRBench(BaseTask):
                 if str(row["index"]).strip() == ref:
                     return self._image_payload(row["image"])
             raise DataError(self.file, f"image refers to index {ref}, which is not in the file")
+
         return load
 
     def samples(self) -> Iterator[Sample]:
@@ -157,8 +165,9 @@ class HRBench(BaseTask):
             if index.endswith(".0"):  # pandas-written float indices
                 index = index[:-2]
             if index in seen:
-                raise DataError(self.file, f"duplicate index {index} (first at {line_label} {seen[index]})",
-                                **loc)
+                raise DataError(
+                    self.file, f"duplicate index {index} (first at {line_label} {seen[index]})", **loc
+                )
             seen[index] = lineno
             options = []
             for col in OPTION_COLUMNS:
@@ -168,8 +177,11 @@ class HRBench(BaseTask):
                     options.append(str(row[col]).strip())
             answer = str(row["answer"]).strip().upper()
             if answer not in LETTERS[: len(options)]:
-                raise DataError(self.file, f"answer {row['answer']!r} is not one of options "
-                                           f"{LETTERS[:len(options)]}", **loc)
+                raise DataError(
+                    self.file,
+                    f"answer {row['answer']!r} is not one of options {LETTERS[: len(options)]}",
+                    **loc,
+                )
             payload = self._image_payload(row["image"])
             if isinstance(payload, str) and len(payload) <= _MAX_REF_LEN and payload.strip().isdigit():
                 ref = payload.strip()
@@ -186,18 +198,29 @@ class HRBench(BaseTask):
                 "\x1f".join([category, question, *sorted(options), digest]).encode(), digest_size=12
             ).hexdigest()
             yield Sample(
-                id=index, question=question, answer=answer, category=category,
+                id=index,
+                question=question,
+                answer=answer,
+                category=category,
                 meta={"options": options, "cycle": str(row["cycle_category"]).strip(), "group": group},
                 image=image,
             )
 
     # --- prompting and scoring --------------------------------------------------------------------------
     def prompt(self, sample: Sample) -> str:
-        return self.prompt_template.format(question=sample.question, options=format_options(sample.meta["options"]))
+        return self.prompt_template.format(
+            question=sample.question, options=format_options(sample.meta["options"])
+        )
 
     def score(self, sample: Sample, prediction: str | None, row: dict | None = None) -> dict:
-        return self.choice_record(sample, prediction, sample.meta["options"], sample.answer,
-                                  cycle=sample.meta["cycle"], group=sample.meta["group"])
+        return self.choice_record(
+            sample,
+            prediction,
+            sample.meta["options"],
+            sample.answer,
+            cycle=sample.meta["cycle"],
+            group=sample.meta["group"],
+        )
 
     def oracle_prediction(self, sample: Sample) -> str:
         return sample.answer

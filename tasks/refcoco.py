@@ -18,7 +18,7 @@ import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, BoxConvention, as_convention, format_box, iou, parse_box
 from visrl_bench.errors import DataError
@@ -45,8 +45,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.path = path
 
     def find_class(self, module: str, name: str):
-        raise UnsafePickleError(self.path, f"refused to unpickle {module}.{name}: only builtin containers and "
-                                           "scalars are allowed in a refs file")
+        raise UnsafePickleError(
+            self.path,
+            f"refused to unpickle {module}.{name}: only builtin containers and "
+            "scalars are allowed in a refs file",
+        )
 
 
 def load_refs(path: Path) -> list[dict]:
@@ -70,17 +73,34 @@ class RefCOCO(BaseTask):
         "Please provide the bounding box coordinate of the region this sentence describes: {sentence}"
     )
     headline_metrics = ("acc@0.5", "acc@0.75", "miou")
-    metric_notes = {"acc@0.5": "share of sentences whose predicted box has IoU >= 0.5 with the gold box",
-                    "miou": "mean IoU; an unparsable or missing box scores 0"}
+    metric_notes: ClassVar[dict[str, str]] = {
+        "acc@0.5": "share of sentences whose predicted box has IoU >= 0.5 with the gold box",
+        "miou": "mean IoU; an unparsable or missing box scores 0",
+    }
 
     @classmethod
     def info(cls, dataset: str = "refcoco", **_: Any) -> tuple[str, str, str]:
         by, splits = DATASETS[dataset]
-        return dataset, cls.version, (f"{dataset} ({by.upper()} splits {', '.join(s for s in splits if s != 'train')}):"
-                                      " referring-expression grounding; Acc@0.5, Acc@0.75, mIoU")
+        return (
+            dataset,
+            cls.version,
+            (
+                f"{dataset} ({by.upper()} splits {', '.join(s for s in splits if s != 'train')}):"
+                " referring-expression grounding; Acc@0.5, Acc@0.75, mIoU"
+            ),
+        )
 
-    def __init__(self, data, split=None, *, dataset: str = "refcoco", seed: int = 0, box_format: str = "norm",
-                 split_by: str | None = None, **options: Any):
+    def __init__(
+        self,
+        data,
+        split=None,
+        *,
+        dataset: str = "refcoco",
+        seed: int = 0,
+        box_format: str = "norm",
+        split_by: str | None = None,
+        image_dir: str | None = None,
+    ):
         if dataset not in DATASETS:
             raise DataError(data, f"unknown RefCOCO dataset {dataset!r}; one of {', '.join(DATASETS)}")
         default_by, splits = DATASETS[dataset]
@@ -89,21 +109,33 @@ class RefCOCO(BaseTask):
         self.default_split = "val"
         self.box_format = as_convention(box_format)
         if self.box_format is BoxConvention.RESIZED_PIXEL:
-            raise DataError(data, "box_format resized_pixel needs each image's model input size; re-score with "
-                                  "the convention converted by the eval run")
+            raise DataError(
+                data,
+                "box_format resized_pixel needs each image's model input size; re-score with "
+                "the convention converted by the eval run",
+            )
         self.split_by = split_by or default_by
-        super().__init__(data, split, seed=seed, box_format=self.box_format.value, split_by=self.split_by,
-                         **options)
+        super().__init__(
+            data,
+            split,
+            seed=seed,
+            box_format=self.box_format.value,
+            split_by=self.split_by,
+            image_dir=image_dir,
+        )
         self.layout = "refer" if self._refs_path().is_file() else "parquet"
         if self.layout == "parquet" and not self._parquet_files():
-            raise DataError(self.data, f"no refs({self.split_by}).p + instances.json, and no "
-                                       f"{self.split}-*.parquet files")
+            raise DataError(
+                self.data, f"no refs({self.split_by}).p + instances.json, and no {self.split}-*.parquet files"
+            )
 
     def _refs_path(self) -> Path:
         return self.data / f"refs({self.split_by}).p"
 
     def _parquet_files(self) -> list[Path]:
-        files = sorted(self.data.glob(f"{self.split}-*.parquet")) + sorted(self.data.glob(f"data/{self.split}-*.parquet"))
+        files = sorted(self.data.glob(f"{self.split}-*.parquet")) + sorted(
+            self.data.glob(f"data/{self.split}-*.parquet")
+        )
         return files
 
     # --- loading ----------------------------------------------------------------------------------------
@@ -123,7 +155,7 @@ class RefCOCO(BaseTask):
                 coco = COCO(str(instances))
         except Exception as exc:
             raise DataError(instances, f"not a COCO instances file: {type(exc).__name__}: {exc}") from None
-        image_dir = Path(self.options.get("image_dir") or self.data / "images")
+        image_dir = Path(self.options["image_dir"] or self.data / "images")
         for i, ref in enumerate(refs):
             if not isinstance(ref, dict) or ref.get("split") != self.split:
                 continue
@@ -132,14 +164,20 @@ class RefCOCO(BaseTask):
                 img = coco.imgs[ref["image_id"]]
                 sentences = ref["sentences"]
             except KeyError as exc:
-                raise DataError(refs_path, f"ref {ref.get('ref_id')} points to missing {exc}", row=i) from None
+                raise DataError(
+                    refs_path, f"ref {ref.get('ref_id')} points to missing {exc}", row=i
+                ) from None
             size = (int(img["width"]), int(img["height"]))
             gold = Box.from_xywh(*ann["bbox"])
             category = coco.cats.get(ann.get("category_id"), {}).get("name")
             for sent in sentences:
                 yield Sample(
-                    id=str(sent["sent_id"]), question=str(sent.get("sent") or sent.get("raw", "")),
-                    answer=gold, category=category, image_size=size, gold_boxes=[gold],
+                    id=str(sent["sent_id"]),
+                    question=str(sent.get("sent") or sent.get("raw", "")),
+                    answer=gold,
+                    category=category,
+                    image_size=size,
+                    gold_boxes=[gold],
                     meta={"ref_id": ref.get("ref_id"), "ann_id": ref["ann_id"]},
                     image=ImageSource(origin=str(refs_path), path=image_dir / img["file_name"], row=i),
                 )
@@ -150,7 +188,9 @@ class RefCOCO(BaseTask):
 
         for path in self._parquet_files():
             pf = pq.ParquetFile(path)
-            missing = [c for c in ("question_id", "image", "answer", "bbox") if c not in pf.schema_arrow.names]
+            missing = [
+                c for c in ("question_id", "image", "answer", "bbox") if c not in pf.schema_arrow.names
+            ]
             if missing:
                 raise DataError(path, f"parquet lacks column(s) {', '.join(missing)}")
             rowno = 0
@@ -170,8 +210,12 @@ class RefCOCO(BaseTask):
                     sentences = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
                     for k, sentence in enumerate(sentences):
                         yield Sample(
-                            id=f"{row['question_id']}#{k}", question=str(sentence), answer=gold,
-                            image_size=size, gold_boxes=[gold], meta={"question_id": row["question_id"]},
+                            id=f"{row['question_id']}#{k}",
+                            question=str(sentence),
+                            answer=gold,
+                            image_size=size,
+                            gold_boxes=[gold],
+                            meta={"question_id": row["question_id"]},
                             image=ImageSource(origin=str(path), data=raw, row=rowno),
                         )
 
@@ -181,14 +225,23 @@ class RefCOCO(BaseTask):
 
     def score(self, sample: Sample, prediction: str | None, row: dict | None = None) -> dict:
         if prediction is None:
-            return self.record(sample, None, dict.fromkeys(self.headline_metrics, 0.0), box=None, repairs=[],
-                               parse_error="missing")
+            return self.record(
+                sample,
+                None,
+                dict.fromkeys(self.headline_metrics, 0.0),
+                box=None,
+                repairs=[],
+                parse_error="missing",
+            )
         parsed = parse_box(prediction, self.box_format, sample.image_size)
         value = iou(parsed.box, sample.answer) if parsed.box is not None else 0.0
         return self.record(
-            sample, prediction,
+            sample,
+            prediction,
             {"acc@0.5": float(value >= 0.5), "acc@0.75": float(value >= 0.75), "miou": value},
-            box=parsed.box.as_list() if parsed.box else None, repairs=parsed.repairs, parse_error=parsed.reason,
+            box=parsed.box.as_list() if parsed.box else None,
+            repairs=parsed.repairs,
+            parse_error=parsed.reason,
             gold=sample.answer.as_list(),
         )
 
@@ -199,7 +252,9 @@ class RefCOCO(BaseTask):
         out = self.mean_metrics(records, by_category=False)
         out["n"] = len(records)
         out["box_parse_failure_rate"] = round(
-            100 * sum(1 for r in records if r.get("parse_error") not in (None, "missing")) / max(len(records), 1), 6
+            100
+            * sum(1 for r in records if r.get("parse_error") not in (None, "missing"))
+            / max(len(records), 1),
+            6,
         )
         return out
-

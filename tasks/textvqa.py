@@ -9,10 +9,11 @@ config. Metric: the TextVQA authors' VQA accuracy (`visrl_bench.metrics.vqa`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.errors import DataError
 from visrl_bench.io import read_json
@@ -37,15 +38,17 @@ class TextVQA(BaseTask):
     headline_metrics = ("vqa_accuracy",)
     splits = ("train", "val", "test")
     default_split = "val"
-    metric_notes = {"vqa_accuracy": "TextVQA evaluator: EvalAI answer processing of prediction and all ten "
-                                    "answers, mean over leave-one-out subsets of min(1, matches/3)"}
+    metric_notes: ClassVar[dict[str, str]] = {
+        "vqa_accuracy": "TextVQA evaluator: EvalAI answer processing of prediction and all ten "
+        "answers, mean over leave-one-out subsets of min(1, matches/3)"
+    }
 
-    def __init__(self, data, split=None, *, seed: int = 0, ocr: Any = False, image_dir: str | None = None,
-                 **options: Any):
-        super().__init__(data, split, seed=seed, ocr=_truthy(ocr), **options)
+    def __init__(self, data, split=None, *, seed: int = 0, ocr: Any = False, image_dir: str | None = None):
+        super().__init__(data, split, seed=seed, ocr=_truthy(ocr), image_dir=image_dir)
         self.ocr = _truthy(ocr)
-        self.annotations = (self.data if self.data.is_file()
-                            else self.data / f"TextVQA_0.5.1_{self.split}.json")
+        self.annotations = (
+            self.data if self.data.is_file() else self.data / f"TextVQA_0.5.1_{self.split}.json"
+        )
         folder = self.annotations.parent
         default_images = "test_images" if self.split == "test" else "train_images"
         self.image_dir = Path(image_dir) if image_dir else folder / default_images
@@ -53,17 +56,20 @@ class TextVQA(BaseTask):
 
     @property
     def prompt_sha256(self) -> str:
-        import hashlib
-
-        return hashlib.sha256((self.ocr_prompt_template if self.ocr else self.prompt_template).encode()).hexdigest()
+        return hashlib.sha256(
+            (self.ocr_prompt_template if self.ocr else self.prompt_template).encode()
+        ).hexdigest()
 
     def _ocr_tokens(self) -> dict[str, list[str]]:
         blob = read_json(self.ocr_file, "TextVQA Rosetta OCR file (needed for ocr=true)")
         rows = blob.get("data") if isinstance(blob, dict) else None
         if not isinstance(rows, list):
             raise DataError(self.ocr_file, "expected an object with a 'data' list")
-        return {str(r["image_id"]): [str(t) for t in r.get("ocr_tokens", [])]
-                for r in rows if isinstance(r, dict) and "image_id" in r}
+        return {
+            str(r["image_id"]): [str(t) for t in r.get("ocr_tokens", [])]
+            for r in rows
+            if isinstance(r, dict) and "image_id" in r
+        }
 
     def samples(self) -> Iterator[Sample]:
         blob = read_json(self.annotations, "TextVQA annotation file")
@@ -80,28 +86,37 @@ class TextVQA(BaseTask):
                     raise DataError(self.annotations, f"entry lacks {key!r}", **where)
             answers = row.get("answers")
             if self.split != "test" and (not isinstance(answers, list) or not answers):
-                raise DataError(self.annotations, f"question {row['question_id']} has no 'answers' list", **where)
+                raise DataError(
+                    self.annotations, f"question {row['question_id']} has no 'answers' list", **where
+                )
             size = None
             if row.get("image_width") and row.get("image_height"):
                 size = (int(row["image_width"]), int(row["image_height"]))
             image_id = str(row["image_id"])
             yield Sample(
-                id=str(row["question_id"]), question=str(row["question"]),
-                answer=[str(a) for a in answers or []], image_size=size,
+                id=str(row["question_id"]),
+                question=str(row["question"]),
+                answer=[str(a) for a in answers or []],
+                image_size=size,
                 meta={"image_id": image_id, "ocr_tokens": ocr.get(image_id, []) if self.ocr else None},
-                image=ImageSource(origin=str(self.annotations), path=self.image_dir / f"{image_id}.jpg", row=i),
+                image=ImageSource(
+                    origin=str(self.annotations), path=self.image_dir / f"{image_id}.jpg", row=i
+                ),
             )
 
     def prompt(self, sample: Sample) -> str:
         if self.ocr:
-            return self.ocr_prompt_template.format(question=sample.question,
-                                                   ocr=", ".join(sample.meta["ocr_tokens"] or []))
+            return self.ocr_prompt_template.format(
+                question=sample.question, ocr=", ".join(sample.meta["ocr_tokens"] or [])
+            )
         return self.prompt_template.format(question=sample.question)
 
     def score(self, sample: Sample, prediction: str | None, row: dict | None = None) -> dict:
         if not sample.answer:
-            raise DataError(self.annotations, f"split {self.split!r} has no answers to score against "
-                                              "(write an EvalAI submission instead)")
+            raise DataError(
+                self.annotations,
+                f"split {self.split!r} has no answers to score against (write an EvalAI submission instead)",
+            )
         value = vqa_accuracy(prediction, sample.answer) if prediction is not None else 0.0
         return self.record(sample, prediction, {"vqa_accuracy": value})
 

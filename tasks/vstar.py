@@ -43,22 +43,27 @@ def _truthy(value: Any) -> bool:
 class VStarBench(BaseTask):
     name = "vstar_bench"
     version = "1.0"
-    description = "V*Bench: attribute / relative-position MCQ on high-res images; shuffled options, focus boxes"
-    prompt_template = "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+    description = (
+        "V*Bench: attribute / relative-position MCQ on high-res images; shuffled options, focus boxes"
+    )
+    prompt_template = (
+        "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+    )
     headline_metrics = ("accuracy",)
 
-    def __init__(self, data, split=None, *, seed: int = 0, shuffle: Any = True, circular: Any = False,
-                 **options: Any):
-        super().__init__(data, split, seed=seed, shuffle=_truthy(shuffle), circular=_truthy(circular),
-                         **options)
+    def __init__(self, data, split=None, *, seed: int = 0, shuffle: Any = True, circular: Any = False):
+        super().__init__(data, split, seed=seed, shuffle=_truthy(shuffle), circular=_truthy(circular))
         self.shuffle = _truthy(shuffle)
         self.circular = _truthy(circular)
         jsonl = self.data / "test_questions.jsonl" if self.data.is_dir() else self.data
         self.layout = "jsonl" if jsonl.suffix == ".jsonl" and jsonl.is_file() else "folders"
         self.root = jsonl.parent if self.layout == "jsonl" else self.data
         if self.layout == "folders" and not any((self.root / c).is_dir() for c in CATEGORIES):
-            raise DataError(self.data, "not a V*Bench folder: expected test_questions.jsonl or the category "
-                                       f"folders {', '.join(CATEGORIES)}")
+            raise DataError(
+                self.data,
+                "not a V*Bench folder: expected test_questions.jsonl or the category "
+                f"folders {', '.join(CATEGORIES)}",
+            )
 
     # --- loading ----------------------------------------------------------------------------------------
     def _questions(self) -> Iterator[dict]:
@@ -79,9 +84,15 @@ class VStarBench(BaseTask):
                 if not isinstance(options, list) or len(options) < 2:
                     raise DataError(meta_path, "'options' must be a list of at least two answers")
                 yield {
-                    "id": f"{category}/{meta_path.stem}", "aliases": (), "category": category,
-                    "question": str(meta["question"]), "options": [str(o) for o in options], "correct": 0,
-                    "meta_path": meta_path, "meta": meta, "image": self._image_path(folder, meta_path.stem),
+                    "id": f"{category}/{meta_path.stem}",
+                    "aliases": (),
+                    "category": category,
+                    "question": str(meta["question"]),
+                    "options": [str(o) for o in options],
+                    "correct": 0,
+                    "meta_path": meta_path,
+                    "meta": meta,
+                    "image": self._image_path(folder, meta_path.stem),
                 }
 
     def _jsonl_questions(self, path: Path) -> Iterator[dict]:
@@ -94,16 +105,23 @@ class VStarBench(BaseTask):
                 raise DataError(path, "no '(A) ...' option lines in 'text'", line=lineno)
             label = str(row["label"]).strip().strip("()").upper()
             if label not in LETTERS[: len(options)]:
-                raise DataError(path, f"label {row['label']!r} is not one of the {len(options)} options",
-                                line=lineno)
+                raise DataError(
+                    path, f"label {row['label']!r} is not one of the {len(options)} options", line=lineno
+                )
             image_rel = Path(str(row["image"]))
             stem_id = f"{row['category']}/{image_rel.stem}"
             meta_path = (self.root / image_rel).with_suffix(".json")
             meta = read_json(meta_path, "V*Bench question file") if meta_path.is_file() else {}
             yield {
-                "id": str(row["question_id"]), "aliases": (stem_id,), "category": str(row["category"]),
-                "question": question, "options": options, "correct": LETTERS.index(label),
-                "meta_path": meta_path if meta else path, "meta": meta, "image": self.root / image_rel,
+                "id": str(row["question_id"]),
+                "aliases": (stem_id,),
+                "category": str(row["category"]),
+                "question": question,
+                "options": options,
+                "correct": LETTERS.index(label),
+                "meta_path": meta_path if meta else path,
+                "meta": meta,
+                "image": self.root / image_rel,
             }
 
     @staticmethod
@@ -129,7 +147,9 @@ class VStarBench(BaseTask):
         meta = q["meta"]
         boxes = []
         for raw in meta.get("bbox", []) or []:
-            if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw)):
+            if not (
+                isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw)
+            ):
                 raise DataError(q["meta_path"], f"bbox entries must be [x, y, w, h] numbers, got {raw!r}")
             boxes.append(Box.from_xywh(*raw))
         size = None
@@ -148,10 +168,20 @@ class VStarBench(BaseTask):
                 sid = f"{q['id']}#rot{k}" if self.circular else q["id"]
                 aliases = tuple(f"{a}#rot{k}" for a in q["aliases"]) if self.circular else q["aliases"]
                 yield Sample(
-                    id=sid, question=q["question"], answer=LETTERS[order.index(q["correct"])],
-                    category=q["category"], image_size=size, gold_boxes=boxes, aliases=aliases,
-                    meta={"options": q["options"], "correct_index": q["correct"], "option_order": order,
-                          "group": q["id"], "target_object": q["meta"].get("target_object")},
+                    id=sid,
+                    question=q["question"],
+                    answer=LETTERS[order.index(q["correct"])],
+                    category=q["category"],
+                    image_size=size,
+                    gold_boxes=boxes,
+                    aliases=aliases,
+                    meta={
+                        "options": q["options"],
+                        "correct_index": q["correct"],
+                        "option_order": order,
+                        "group": q["id"],
+                        "target_object": q["meta"].get("target_object"),
+                    },
                     image=ImageSource(origin=str(q["meta_path"]), path=q["image"]),
                 )
 
@@ -162,8 +192,9 @@ class VStarBench(BaseTask):
         return [sample.meta["options"][i] for i in order]
 
     def prompt(self, sample: Sample) -> str:
-        return self.prompt_template.format(question=sample.question,
-                                           options=format_options(self.presented_options(sample)))
+        return self.prompt_template.format(
+            question=sample.question, options=format_options(self.presented_options(sample))
+        )
 
     def _order_from_row(self, sample: Sample, row: dict | None) -> list[int] | str:
         """The option order a prediction was asked in: the row's own record when it has one."""
@@ -195,8 +226,14 @@ class VStarBench(BaseTask):
             rec["group"] = sample.meta["group"]
             return rec
         gold = LETTERS[order.index(sample.meta["correct_index"])]
-        return self.choice_record(sample, prediction, self.presented_options(sample, order), gold,
-                                  option_order=order, group=sample.meta["group"])
+        return self.choice_record(
+            sample,
+            prediction,
+            self.presented_options(sample, order),
+            gold,
+            option_order=order,
+            group=sample.meta["group"],
+        )
 
     def oracle_prediction(self, sample: Sample) -> str:
         return sample.answer
@@ -210,9 +247,13 @@ class VStarBench(BaseTask):
         groups: dict[str, list[dict]] = defaultdict(list)
         for r in records:
             groups[r["group"]].append(r)
-        units = [{"category": rs[0]["category"],
-                  "scores": {"accuracy": float(all(x["scores"]["accuracy"] == 1.0 for x in rs))}}
-                 for rs in groups.values()]
+        units = [
+            {
+                "category": rs[0]["category"],
+                "scores": {"accuracy": float(all(x["scores"]["accuracy"] == 1.0 for x in rs))},
+            }
+            for rs in groups.values()
+        ]
         out = self.mean_metrics(units)
         value, ci = mean_ci_percent([r["scores"]["accuracy"] for r in records], seed=self.seed)
         add_metric(out, "rotation_accuracy", value, ci)

@@ -26,12 +26,21 @@ def write_image(path: Path, size=(64, 48), color=(10, 120, 200)) -> None:
 VSTAR_QUESTIONS = {
     "direct_attributes": [
         ("sa_1", "What is the color of the cup?", ["red", "blue", "green", "white"], [[4, 6, 10, 8]]),
-        ("sa_2", "What is the material of the glove?", ["rubber", "cotton", "leather", "wool"], [[30, 20, 6, 6]]),
+        (
+            "sa_2",
+            "What is the material of the glove?",
+            ["rubber", "cotton", "leather", "wool"],
+            [[30, 20, 6, 6]],
+        ),
         ("sa_3", "What is the color of the dog?", ["black", "brown", "white", "golden"], [[1, 1, 5, 5]]),
     ],
     "relative_position": [
-        ("sa_10", "Is the cat on the left or right side of the car?", ["left", "right"],
-         [[2, 2, 4, 4], [40, 10, 8, 8]]),
+        (
+            "sa_10",
+            "Is the cat on the left or right side of the car?",
+            ["left", "right"],
+            [[2, 2, 4, 4], [40, 10, 8, 8]],
+        ),
     ],
 }
 
@@ -40,7 +49,12 @@ def make_vstar_folders(root: Path) -> Path:
     for category, questions in VSTAR_QUESTIONS.items():
         for stem, question, options, bbox in questions:
             write_image(root / category / f"{stem}.jpg")
-            meta = {"target_object": ["thing"] * len(bbox), "bbox": bbox, "question": question, "options": options}
+            meta = {
+                "target_object": ["thing"] * len(bbox),
+                "bbox": bbox,
+                "question": question,
+                "options": options,
+            }
             (root / category / f"{stem}.json").write_text(json.dumps(meta))
     return root
 
@@ -55,8 +69,15 @@ def make_vstar_jsonl(root: Path) -> Path:
             rotated = options[1:] + options[:1]  # the correct one (options[0]) is now last
             text = question + "\n" + "\n".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(rotated))
             text += "\nAnswer with the option's letter from the given choices directly."
-            rows.append({"image": f"{category}/{stem}.jpg", "text": text, "category": category,
-                         "question_id": qid, "label": "ABCD"[len(options) - 1]})
+            rows.append(
+                {
+                    "image": f"{category}/{stem}.jpg",
+                    "text": text,
+                    "category": category,
+                    "question_id": qid,
+                    "label": "ABCD"[len(options) - 1],
+                }
+            )
             qid += 1
     (root / "test_questions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return root
@@ -75,11 +96,20 @@ def hr_rows(n_questions: int = 4, cycles: int = 2) -> list[dict]:
         image = base64.b64encode(png_bytes(color=(q * 40 % 255, 90, 160))).decode()
         for c in range(cycles):
             rot = options[c:] + options[:c]
-            rows.append({
-                "index": index, "question": f"What is written on sign {q}?", "answer": "ABCD"[rot.index(options[0])],
-                "category": "FSP" if q < n_questions // 2 else "FCP", "A": rot[0], "B": rot[1], "C": rot[2],
-                "D": rot[3], "cycle_category": f"cycle{c + 1}", "image": image,
-            })
+            rows.append(
+                {
+                    "index": index,
+                    "question": f"What is written on sign {q}?",
+                    "answer": "ABCD"[rot.index(options[0])],
+                    "category": "FSP" if q < n_questions // 2 else "FCP",
+                    "A": rot[0],
+                    "B": rot[1],
+                    "C": rot[2],
+                    "D": rot[3],
+                    "cycle_category": f"cycle{c + 1}",
+                    "image": image,
+                }
+            )
             index += 1
     return rows
 
@@ -116,18 +146,32 @@ TEXTVQA_ROWS = [
 def make_textvqa(root: Path, rows=TEXTVQA_ROWS) -> Path:
     data = []
     for qid, question, image_id, answers in rows:
-        data.append({"question": question, "image_id": image_id, "image_classes": ["Camera"],
-                     "flickr_original_url": "", "flickr_300k_url": "", "image_width": 64, "image_height": 48,
-                     "answers": answers, "question_tokens": question.split(), "question_id": qid,
-                     "set_name": "val"})
+        data.append(
+            {
+                "question": question,
+                "image_id": image_id,
+                "image_classes": ["Camera"],
+                "flickr_original_url": "",
+                "flickr_300k_url": "",
+                "image_width": 64,
+                "image_height": 48,
+                "answers": answers,
+                "question_tokens": question.split(),
+                "question_id": qid,
+                "set_name": "val",
+            }
+        )
         write_image(root / "train_images" / f"{image_id}.jpg")
     root.mkdir(parents=True, exist_ok=True)
     blob = {"dataset_type": "val", "dataset_name": "textvqa", "dataset_version": "0.5.1", "data": data}
     (root / "TextVQA_0.5.1_val.json").write_text(json.dumps(blob))
-    ocr = {"dataset_name": "textvqa", "data": [
-        {"image_id": "img_a", "ocr_tokens": ["DAKOTA", "copenhagen"], "ocr_info": [], "set_name": "val"},
-        {"image_id": "img_b", "ocr_tokens": ["STOUT"], "ocr_info": [], "set_name": "val"},
-    ]}
+    ocr = {
+        "dataset_name": "textvqa",
+        "data": [
+            {"image_id": "img_a", "ocr_tokens": ["DAKOTA", "copenhagen"], "ocr_info": [], "set_name": "val"},
+            {"image_id": "img_b", "ocr_tokens": ["STOUT"], "ocr_info": [], "set_name": "val"},
+        ],
+    }
     (root / "TextVQA_Rosetta_OCR_v0.2_val.json").write_text(json.dumps(ocr))
     return root
 
@@ -148,17 +192,37 @@ def make_refcoco(root: Path, refs_name: str = "refs(unc).p") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     instances = {
         "images": [{"id": i, "file_name": f, "width": w, "height": h} for i, f, w, h in REF_IMAGES],
-        "annotations": [{"id": a, "image_id": im, "bbox": b, "category_id": c, "area": b[2] * b[3],
-                         "iscrowd": 0, "segmentation": [[b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3]]]}
-                        for a, im, b, c in REF_ANNS],
-        "categories": [{"id": 1, "name": "person", "supercategory": "person"},
-                       {"id": 2, "name": "dog", "supercategory": "animal"}],
+        "annotations": [
+            {
+                "id": a,
+                "image_id": im,
+                "bbox": b,
+                "category_id": c,
+                "area": b[2] * b[3],
+                "iscrowd": 0,
+                "segmentation": [[b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3]]],
+            }
+            for a, im, b, c in REF_ANNS
+        ],
+        "categories": [
+            {"id": 1, "name": "person", "supercategory": "person"},
+            {"id": 2, "name": "dog", "supercategory": "animal"},
+        ],
     }
     (root / "instances.json").write_text(json.dumps(instances))
-    refs = [{"sent_ids": [s for s, _ in sents], "file_name": "x.jpg", "ann_id": ann, "ref_id": ref,
-             "image_id": img, "split": split, "category_id": 1,
-             "sentences": [{"tokens": t.split(), "raw": t, "sent_id": s, "sent": t} for s, t in sents]}
-            for ref, ann, img, split, sents in REFS]
+    refs = [
+        {
+            "sent_ids": [s for s, _ in sents],
+            "file_name": "x.jpg",
+            "ann_id": ann,
+            "ref_id": ref,
+            "image_id": img,
+            "split": split,
+            "category_id": 1,
+            "sentences": [{"tokens": t.split(), "raw": t, "sent_id": s, "sent": t} for s, t in sents],
+        }
+        for ref, ann, img, split, sents in REFS
+    ]
     with (root / refs_name).open("wb") as f:
         pickle.dump(refs, f, protocol=2)
     for _, name, w, h in REF_IMAGES:
@@ -170,10 +234,24 @@ def make_refcoco_parquet(root: Path, split: str = "val") -> Path:
     import pandas as pd
 
     rows = [
-        {"question_id": "11", "image": {"bytes": png_bytes((100, 80)), "path": None}, "question": "caption",
-         "answer": ["left man", "man in red"], "bbox": [10.0, 10.0, 40.0, 40.0], "iscrowd": 0, "file_name": "a.jpg"},
-        {"question_id": "13", "image": {"bytes": png_bytes((60, 60)), "path": None}, "question": "caption",
-         "answer": ["top left square"], "bbox": [0.0, 0.0, 30.0, 30.0], "iscrowd": 0, "file_name": "b.jpg"},
+        {
+            "question_id": "11",
+            "image": {"bytes": png_bytes((100, 80)), "path": None},
+            "question": "caption",
+            "answer": ["left man", "man in red"],
+            "bbox": [10.0, 10.0, 40.0, 40.0],
+            "iscrowd": 0,
+            "file_name": "a.jpg",
+        },
+        {
+            "question_id": "13",
+            "image": {"bytes": png_bytes((60, 60)), "path": None},
+            "question": "caption",
+            "answer": ["top left square"],
+            "bbox": [0.0, 0.0, 30.0, 30.0],
+            "iscrowd": 0,
+            "file_name": "b.jpg",
+        },
     ]
     (root / "data").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(root / "data" / f"{split}-00000-of-00001.parquet", index=False)

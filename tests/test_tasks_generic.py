@@ -25,7 +25,7 @@ def task(request, tmp_path):
 def test_task_contract(task, tmp_path):
     assert isinstance(task, Task)
     assert task.version and task.description and task.name
-    name, version, description = type(task).info(**TASKS.entry(task.name).kwargs)
+    name, version, _ = type(task).info(**TASKS.entry(task.name).kwargs)
     assert (name, version) == (task.name, task.version)
     samples = list(task.samples())
     assert samples, "fixture yields no samples"
@@ -40,8 +40,9 @@ def test_task_contract(task, tmp_path):
 
 def test_oracle_predictions_score_perfectly(task, tmp_path):
     samples = list(task.samples())
-    preds = _write_predictions(tmp_path / "p.jsonl",
-                               [{"id": s.id, "prediction": task.oracle_prediction(s)} for s in samples])
+    preds = _write_predictions(
+        tmp_path / "p.jsonl", [{"id": s.id, "prediction": task.oracle_prediction(s)} for s in samples]
+    )
     report = score_task(task, preds)
     assert report.missing == 0 and not report.unknown_ids and report.errors == 0
     for metric in task.headline_metrics:

@@ -38,9 +38,7 @@ def as_convention(convention: str | BoxConvention) -> BoxConvention:
     try:
         return BoxConvention(str(convention).strip().lower())
     except ValueError:
-        raise ValueError(
-            f"unknown box convention {convention!r}; known: {', '.join(CONVENTIONS)}"
-        ) from None
+        raise ValueError(f"unknown box convention {convention!r}; known: {', '.join(CONVENTIONS)}") from None
 
 
 @dataclass(frozen=True)
@@ -159,8 +157,9 @@ def convert(
     resized_size: ImageSize | None = None,
 ) -> tuple[float, float, float, float]:
     """Rewrite four numbers from one convention into another, through original-image pixels."""
-    return to_convention(from_convention(values, source, image_size, resized_size), target, image_size,
-                         resized_size)
+    return to_convention(
+        from_convention(values, source, image_size, resized_size), target, image_size, resized_size
+    )
 
 
 _DECIMALS = {
@@ -201,9 +200,14 @@ _FOUR_IN_BRACKETS = re.compile(
 _TWO_POINTS = re.compile(
     rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*[,-]?\s*(?:to\s*)?\(\s*({_NUM})\s*,\s*({_NUM})\s*\)", re.IGNORECASE
 )
-_CORNER_KEYS = (("x1", "y1", "x2", "y2"), ("xmin", "ymin", "xmax", "ymax"), ("left", "top", "right", "bottom"))
-_BARE_FOUR = re.compile(rf"(?<![\w.])({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?![\w.])",
-                        re.IGNORECASE)
+_CORNER_KEYS = (
+    ("x1", "y1", "x2", "y2"),
+    ("xmin", "ymin", "xmax", "ymax"),
+    ("left", "top", "right", "bottom"),
+)
+_BARE_FOUR = re.compile(
+    rf"(?<![\w.])({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?![\w.])", re.IGNORECASE
+)
 
 
 def _keyed_corners(text: str) -> tuple[int, list[str]] | None:
@@ -272,7 +276,7 @@ def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
             candidates.append((m.start(), list(m.groups()), "no_brackets"))
     if not candidates:
         return ParsedBox(None, reason="no box found in text")
-    start, groups, note = min(candidates, key=lambda c: c[0])
+    _, groups, note = min(candidates, key=lambda c: c[0])
     if note:
         repairs.append(note)
     if len(_FOUR_IN_BRACKETS.findall(text)) > 1:

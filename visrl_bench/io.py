@@ -47,7 +47,9 @@ def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(p, f"malformed JSON line: {exc.msg} (column {exc.colno})", line=lineno) from None
+                raise DataError(
+                    p, f"malformed JSON line: {exc.msg} (column {exc.colno})", line=lineno
+                ) from None
             if not isinstance(obj, dict):
                 raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
             yield lineno, obj

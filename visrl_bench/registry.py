@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from visrl_bench.errors import UnknownNameError
+from visrl_bench.errors import UnknownNameError, VisrlError
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class Entry:
         try:
             return getattr(module, attr)
         except AttributeError:
-            raise ImportError(f"registry entry {self.name!r}: {module_name} has no attribute {attr!r}") from None
+            raise ImportError(
+                f"registry entry {self.name!r}: {module_name} has no attribute {attr!r}"
+            ) from None
 
 
 class Registry:
@@ -61,7 +64,17 @@ class Registry:
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Import the entry and call it with its bound kwargs plus the caller's."""
         entry = self.entry(name)
-        return entry.load()(*args, **{**entry.kwargs, **kwargs})
+        target = entry.load()
+        params = inspect.signature(target).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            accepted = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in entry.kwargs]
+            unknown = sorted(set(kwargs) - set(params))
+            if unknown:
+                raise VisrlError(
+                    f"{self.kind} {name!r} does not take option(s) {', '.join(unknown)}; "
+                    f"it takes: {', '.join(accepted) or 'none'}"
+                )
+        return target(*args, **{**entry.kwargs, **kwargs})
 
 
 TASKS = Registry("task")

@@ -34,7 +34,9 @@ def load_predictions(path: str | Path) -> dict[str, dict]:
             raise DataError(path, "row has no 'prediction'", line=lineno)
         pred = row["prediction"]
         if pred is not None and not isinstance(pred, str):
-            raise DataError(path, f"'prediction' must be text or null, got {type(pred).__name__}", line=lineno)
+            raise DataError(
+                path, f"'prediction' must be text or null, got {type(pred).__name__}", line=lineno
+            )
         key = str(row["id"])
         if key in rows:
             raise DataError(path, f"duplicate id {key!r} (first on line {first_line[key]})", line=lineno)
@@ -59,8 +61,14 @@ class ScoreReport:
 
     def summary(self) -> dict[str, Any]:
         """The `score --json` object."""
-        out = {"task": self.task, "n": self.n, "metrics": self.metrics, "missing": self.missing,
-               "unknown_ids": len(self.unknown_ids), "errors": self.errors}
+        out = {
+            "task": self.task,
+            "n": self.n,
+            "metrics": self.metrics,
+            "missing": self.missing,
+            "unknown_ids": len(self.unknown_ids),
+            "errors": self.errors,
+        }
         if self.unknown_ids:
             out["unknown_id_examples"] = self.unknown_ids[:MAX_LISTED_IDS]
         if self.notes:
@@ -71,8 +79,15 @@ class ScoreReport:
         """results.json in the design's schema (lmms-eval-like)."""
         metrics = {k: v for k, v in self.metrics.items()}
         return {
-            "results": {self.task: {**metrics, "n": self.n, "missing": self.missing,
-                                    "unknown_ids": len(self.unknown_ids), "errors": self.errors}},
+            "results": {
+                self.task: {
+                    **metrics,
+                    "n": self.n,
+                    "missing": self.missing,
+                    "unknown_ids": len(self.unknown_ids),
+                    "errors": self.errors,
+                }
+            },
             "notes": self.notes,
             "config": self.config,
             "provenance": self.provenance,
@@ -82,14 +97,21 @@ class ScoreReport:
 
 def git_hash() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def package_versions(names: tuple[str, ...] = ("numpy", "pandas", "pyarrow", "pycocotools", "pillow")) -> dict:
+def package_versions(
+    names: tuple[str, ...] = ("numpy", "pandas", "pyarrow", "pycocotools", "pillow"),
+) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
@@ -113,7 +135,9 @@ def score_task(task: Any, predictions: str | Path) -> ScoreReport:
             missing += 1
         records.append(task.score(sample, row["prediction"] if row else None, row))
     if not records:
-        raise DataError(task.data, f"{task.name}: no samples found for split {getattr(task, 'split', None)!r}")
+        raise DataError(
+            task.data, f"{task.name}: no samples found for split {getattr(task, 'split', None)!r}"
+        )
     metrics = task.aggregate(records)
     n = metrics.pop("n", len(records))
     errors = sum(1 for r in records if r.get("error"))
@@ -127,14 +151,23 @@ def score_task(task: Any, predictions: str | Path) -> ScoreReport:
         "package_versions": package_versions(),
     }
     return ScoreReport(
-        task=task.name, metrics=metrics, n=n, missing=missing, unknown_ids=sorted(preds), errors=errors,
-        records=records, config=task.config(), provenance=provenance, notes=dict(task.metric_notes),
+        task=task.name,
+        metrics=metrics,
+        n=n,
+        missing=missing,
+        unknown_ids=sorted(preds),
+        errors=errors,
+        records=records,
+        config=task.config(),
+        provenance=provenance,
+        notes=dict(task.metric_notes),
         seconds=time.perf_counter() - started,
     )
 
 
-def score(task_name: str, data: str | Path, predictions: str | Path, split: str | None = None,
-          **options: Any) -> ScoreReport:
+def score(
+    task_name: str, data: str | Path, predictions: str | Path, split: str | None = None, **options: Any
+) -> ScoreReport:
     task = TASKS.build(task_name, data, split, **options)
     return score_task(task, predictions)
 

@@ -113,16 +113,18 @@ class BaseTask:
         """(name, version, description) without touching data, for `visrl-bench list`."""
         return cls.name, cls.version, cls.description
 
-    def __init__(self, data: str | Path, split: str | None = None, *, seed: int = 0, **options: Any):
+    def __init__(self, data: str | Path, split: str | None = None, *, seed: int = 0, **config: Any):
+        """`config` holds the subclass's own options, recorded in every results.json."""
         self.data = Path(data)
         if not self.data.exists():
             raise DataError(self.data, f"{self.name} data not found")
         self.split = split or self.default_split
         if self.splits and self.split not in self.splits:
-            raise DataError(self.data, f"{self.name} has no split {self.split!r}; choose one of "
-                                       f"{', '.join(self.splits)}")
+            raise DataError(
+                self.data, f"{self.name} has no split {self.split!r}; choose one of {', '.join(self.splits)}"
+            )
         self.seed = seed
-        self.options = options
+        self.options = config
 
     # --- provenance -------------------------------------------------------------------------------------
     @property
@@ -130,20 +132,35 @@ class BaseTask:
         return hashlib.sha256(self.prompt_template.encode()).hexdigest()
 
     def config(self) -> dict[str, Any]:
-        return {"task": self.name, "version": self.version, "data": str(self.data), "split": self.split,
-                "seed": self.seed, **self.options}
+        return {
+            "task": self.name,
+            "version": self.version,
+            "data": str(self.data),
+            "split": self.split,
+            "seed": self.seed,
+            **self.options,
+        }
 
     # --- defaults ---------------------------------------------------------------------------------------
     def gold_boxes(self, sample: Sample) -> list[Box]:
         return list(sample.gold_boxes)
 
-    def record(self, sample: Sample, prediction: str | None, scores: dict[str, float], **details: Any) -> dict:
+    def record(
+        self, sample: Sample, prediction: str | None, scores: dict[str, float], **details: Any
+    ) -> dict:
         """A per-sample record: small, JSON-serialisable, enough to re-aggregate without the data."""
-        return {"id": sample.id, "category": sample.category, "missing": prediction is None,
-                "prediction": prediction, "scores": scores, **details}
+        return {
+            "id": sample.id,
+            "category": sample.category,
+            "missing": prediction is None,
+            "prediction": prediction,
+            "scores": scores,
+            **details,
+        }
 
-    def mean_metrics(self, records: Sequence[dict], names: Iterable[str] | None = None,
-                     by_category: bool = True) -> dict:
+    def mean_metrics(
+        self, records: Sequence[dict], names: Iterable[str] | None = None, by_category: bool = True
+    ) -> dict:
         """Mean of per-sample scores with CIs, overall and per category (`<category>/<metric>`)."""
         names = list(names or self.headline_metrics)
         out: dict[str, Any] = {}
@@ -162,13 +179,20 @@ class BaseTask:
                 out[f"{cat}/n"] = len(groups[cat])
         return out
 
-    def choice_record(self, sample: Sample, prediction: str | None, options: Sequence[str],
-                      gold_letter: str, **details: Any) -> dict:
+    def choice_record(
+        self, sample: Sample, prediction: str | None, options: Sequence[str], gold_letter: str, **details: Any
+    ) -> dict:
         choice = extract_letter(prediction, options) if prediction is not None else None
         letter = choice.letter if choice else None
-        return self.record(sample, prediction, {"accuracy": float(letter == gold_letter)},
-                           parsed_letter=letter, parse_method=choice.method if choice else "missing",
-                           gold=gold_letter, **details)
+        return self.record(
+            sample,
+            prediction,
+            {"accuracy": float(letter == gold_letter)},
+            parsed_letter=letter,
+            parse_method=choice.method if choice else "missing",
+            gold=gold_letter,
+            **details,
+        )
 
     def write_outputs(self, records: Sequence[dict], out_dir: Path) -> list[Path]:
         """Hook for benchmark-specific files (e.g. an EvalAI submission); none by default."""

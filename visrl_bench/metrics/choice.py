@@ -68,7 +68,8 @@ def extract_letter(response: object, options: Sequence[str]) -> LetterChoice:
         return LetterChoice(m.group(1), "leading")
     m = re.search(
         rf"\b(?:answer|option|choice)\b(?:\s+(?:is|would be|should be))?\s*[:：]?\s*\(?(?-i:({cls}))\b",
-        text, re.IGNORECASE,
+        text,
+        re.IGNORECASE,
     )
     if m:
         return LetterChoice(m.group(1), "phrase")
@@ -83,8 +84,7 @@ def extract_letter(response: object, options: Sequence[str]) -> LetterChoice:
         return LetterChoice(valid[exact[0]], "option_text")
     contained = [i for i, o in enumerate(norm_opts) if o and re.search(rf"\b{re.escape(o)}\b", norm_text)]
     # an option contained in another ("red" in "dark red") does not count when the longer one matched
-    contained = [i for i in contained
-                 if not any(j != i and norm_opts[i] in norm_opts[j] for j in contained)]
+    contained = [i for i in contained if not any(j != i and norm_opts[i] in norm_opts[j] for j in contained)]
     if len(contained) == 1:
         return LetterChoice(valid[contained[0]], "option_text")
 
@@ -93,7 +93,7 @@ def extract_letter(response: object, options: Sequence[str]) -> LetterChoice:
     standalone = {
         m.group(1)
         for m in re.finditer(rf"(?<![\w'])({cls})(?![\w'])", text)
-        if not (m.group(1) == "A" and re.match(r"\s+[a-z]", text[m.end():]))
+        if not (m.group(1) == "A" and re.match(r"\s+[a-z]", text[m.end() :]))
     }
     if len(standalone) == 1:
         return LetterChoice(standalone.pop(), "standalone")

@@ -40,8 +40,9 @@ def bootstrap_ci(
     return (float(lo), float(hi))
 
 
-def mean_ci_percent(values: Sequence[float], seed: int = DEFAULT_SEED,
-                    n_resamples: int = DEFAULT_RESAMPLES) -> tuple[float, list[float]]:
+def mean_ci_percent(
+    values: Sequence[float], seed: int = DEFAULT_SEED, n_resamples: int = DEFAULT_RESAMPLES
+) -> tuple[float, list[float]]:
     """Mean of per-sample scores in [0, 1] as a percentage, with its 95% bootstrap CI in percent."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:

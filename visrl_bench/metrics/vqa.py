@@ -38,12 +38,43 @@ CONTRACTIONS: dict[str, str] = dict(
     pair.split() for pair in _CONTRACTION_PAIRS.replace("\n", "").split("|") if pair.strip()
 )
 NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 ARTICLES = frozenset({"a", "an", "the"})
-PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
-               ",", "?", "!")
+PUNCTUATION = (
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+)
 # The reference writes `(?!<=\d)(\.)(?!\d)`: a typo for a look-behind that is a look-ahead which can never
 # fail at a ".". Net effect: every "." not followed by a digit goes, so "1." loses its period too.
 _PERIOD_STRIP = re.compile(r"\.(?!\d)")

@@ -1,0 +1,116 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from fixtures import make_refcoco, make_textvqa
+from typer.testing import CliRunner
+
+from visrl_bench.cli import app
+from visrl_bench.registry import TASKS
+
+runner = CliRunner()
+
+
+def test_list_prints_every_task_with_version():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    for name in TASKS.names():
+        assert any(line.split()[:2] == [name, "v1.0"] for line in result.output.splitlines()), name
+
+
+def test_score_json_on_stdout(tmp_path):
+    data = make_refcoco(tmp_path / "r")
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": 100, "prediction": "[10, 10, 50, 50]"}\n{"id": 777, "prediction": "[0, 0, 1, 1]"}\n')
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--task",
+            "refcoco",
+            "--data",
+            str(data),
+            "--predictions",
+            str(p),
+            "--split",
+            "val",
+            "--box-format",
+            "pixel",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["task"] == "refcoco" and out["n"] == 3 and out["missing"] == 2 and out["unknown_ids"] == 1
+    assert out["metrics"]["acc@0.5"] == pytest.approx(100 / 3)
+    assert len(out["metrics"]["acc@0.5_ci95"]) == 2 and "miou_ci95" in out["metrics"]
+
+
+def test_score_writes_results_and_samples(tmp_path):
+    data = make_textvqa(tmp_path / "t")
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": 34602, "prediction": "dakota"}\n')
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--task",
+            "textvqa",
+            "--data",
+            str(data),
+            "--predictions",
+            str(p),
+            "--output",
+            str(tmp_path / "out"),
+            "-o",
+            "ocr=true",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "vqa_accuracy" in result.output and "missing=3" in result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    task_results = results["results"]["textvqa"]
+    assert task_results["vqa_accuracy"] == pytest.approx(25.0) and task_results["n"] == 4
+    assert results["config"]["ocr"] is True and results["config"]["split"] == "val"
+    prov = results["provenance"]
+    assert prov["task_versions"] == {"textvqa": "1.0"} and len(prov["prompt_sha256"]["textvqa"]) == 64
+    lines = (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["scores"]["vqa_accuracy"] == 1.0
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    result = runner.invoke(app, ["score", "--task", "refcoc", "--data", str(tmp_path), "--predictions", "x"])
+    assert result.exit_code == 2
+    assert "did you mean 'refcoco'" in result.stderr and "Traceback" not in result.output
+    data = make_textvqa(tmp_path / "t")
+    p = tmp_path / "p.jsonl"
+    p.write_text("{oops\n")
+    result = runner.invoke(app, ["score", "--task", "textvqa", "--data", str(data), "--predictions", str(p)])
+    assert result.exit_code == 2 and "p.jsonl:1: malformed JSON line" in result.stderr
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--task",
+            "textvqa",
+            "--data",
+            str(data),
+            "--predictions",
+            str(p),
+            "-o",
+            "nonsense_option=1",
+        ],
+    )
+    assert result.exit_code == 2 and "nonsense_option" in result.stderr
+
+
+def test_console_script_runs_in_a_fresh_process():
+    """The installed entry point works and `list` imports no heavy backend."""
+    code = (
+        "import sys; from visrl_bench.cli import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['list']); assert r.exit_code == 0; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
