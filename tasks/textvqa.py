@@ -18,15 +18,9 @@ from typing import Any, ClassVar
 from visrl_bench.errors import DataError
 from visrl_bench.io import read_json
 from visrl_bench.metrics.vqa import vqa_accuracy
-from visrl_bench.task import BaseTask, ImageSource, Sample
+from visrl_bench.task import BaseTask, ImageSource, Sample, as_bool
 
 INSTRUCTION = "Answer the question using a single word or phrase."
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
 
 
 class TextVQA(BaseTask):
@@ -44,8 +38,8 @@ class TextVQA(BaseTask):
     }
 
     def __init__(self, data, split=None, *, seed: int = 0, ocr: Any = False, image_dir: str | None = None):
-        super().__init__(data, split, seed=seed, ocr=_truthy(ocr), image_dir=image_dir)
-        self.ocr = _truthy(ocr)
+        super().__init__(data, split, seed=seed, ocr=as_bool(ocr), image_dir=image_dir)
+        self.ocr = as_bool(ocr)
         self.annotations = (
             self.data if self.data.is_file() else self.data / f"TextVQA_0.5.1_{self.split}.json"
         )

@@ -26,18 +26,12 @@ from visrl_bench.errors import DataError
 from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.metrics.choice import LETTERS, format_options, option_order, rotate
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
-from visrl_bench.task import BaseTask, ImageSource, Sample
+from visrl_bench.task import BaseTask, ImageSource, Sample, as_bool
 
 CATEGORIES = ("direct_attributes", "relative_position")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 _OPTION_LINE = re.compile(r"^\(([A-Z])\)\s*(.*)$")
 _TRAILING_INSTRUCTION = re.compile(r"^answer with the option", re.IGNORECASE)
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
 
 
 class VStarBench(BaseTask):
@@ -52,9 +46,9 @@ class VStarBench(BaseTask):
     headline_metrics = ("accuracy",)
 
     def __init__(self, data, split=None, *, seed: int = 0, shuffle: Any = True, circular: Any = False):
-        super().__init__(data, split, seed=seed, shuffle=_truthy(shuffle), circular=_truthy(circular))
-        self.shuffle = _truthy(shuffle)
-        self.circular = _truthy(circular)
+        super().__init__(data, split, seed=seed, shuffle=as_bool(shuffle), circular=as_bool(circular))
+        self.shuffle = as_bool(shuffle)
+        self.circular = as_bool(circular)
         jsonl = self.data / "test_questions.jsonl" if self.data.is_dir() else self.data
         self.layout = "jsonl" if jsonl.suffix == ".jsonl" and jsonl.is_file() else "folders"
         self.root = jsonl.parent if self.layout == "jsonl" else self.data

@@ -12,6 +12,12 @@ from visrl_bench.registry import TASKS
 runner = CliRunner()
 
 
+def score(task, data, predictions, *extra):
+    return runner.invoke(
+        app, ["score", "--task", task, "--data", str(data), "--predictions", str(predictions), *extra]
+    )
+
+
 def test_list_prints_every_task_with_version():
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0, result.output
@@ -51,22 +57,7 @@ def test_score_writes_results_and_samples(tmp_path):
     data = make_textvqa(tmp_path / "t")
     p = tmp_path / "p.jsonl"
     p.write_text('{"id": 34602, "prediction": "dakota"}\n')
-    result = runner.invoke(
-        app,
-        [
-            "score",
-            "--task",
-            "textvqa",
-            "--data",
-            str(data),
-            "--predictions",
-            str(p),
-            "--output",
-            str(tmp_path / "out"),
-            "-o",
-            "ocr=true",
-        ],
-    )
+    result = score("textvqa", data, p, "--output", str(tmp_path / "out"), "-o", "ocr=true")
     assert result.exit_code == 0, result.output
     assert "vqa_accuracy" in result.output and "missing=3" in result.output
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -88,20 +79,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     p.write_text("{oops\n")
     result = runner.invoke(app, ["score", "--task", "textvqa", "--data", str(data), "--predictions", str(p)])
     assert result.exit_code == 2 and "p.jsonl:1: malformed JSON line" in result.stderr
-    result = runner.invoke(
-        app,
-        [
-            "score",
-            "--task",
-            "textvqa",
-            "--data",
-            str(data),
-            "--predictions",
-            str(p),
-            "-o",
-            "nonsense_option=1",
-        ],
-    )
+    result = score("textvqa", data, p, "-o", "nonsense_option=1")
     assert result.exit_code == 2 and "nonsense_option" in result.stderr
 
 

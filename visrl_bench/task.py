@@ -24,6 +24,13 @@ from visrl_bench.metrics.choice import extract_letter
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
 
+def as_bool(value: Any) -> bool:
+    """A task option given as a bool or as text ("true", "0", ...) from a config file or the CLI."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
 @dataclass
 class ImageSource:
     """Where a sample's image comes from, loaded only when a model needs it (never for scoring)."""
