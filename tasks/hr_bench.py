@@ -256,5 +256,5 @@ class HRBench(BaseTask):
         for cat in sorted(by_cat):
             self._summary(by_cat[cat], f"{cat}/", out)
         for cycle in sorted(by_cycle):
-            out[f"cycle_{cycle}/accuracy"] = round(100 * float(np.mean(by_cycle[cycle])), 6)
+            out[f"cycle:{cycle}/accuracy"] = round(100 * float(np.mean(by_cycle[cycle])), 6)
         return out

@@ -154,3 +154,9 @@ def test_unknown_ids_are_reported_not_dropped(tmp_path):
     report = score_task(TASKS.build("textvqa", data, None), p)
     assert report.unknown_ids == ["99999"] and report.summary()["unknown_ids"] == 1
     assert report.n == 4 and report.missing == 3
+
+
+def test_split_on_a_task_without_splits(tmp_path):
+    data = make_vstar_folders(tmp_path / "v")
+    with pytest.raises(DataError, match="vstar_bench has no splits"):
+        TASKS.build("vstar_bench", data, "test")

@@ -157,7 +157,7 @@ def test_hr_bench_by_hand(tmp_path, fmt):
     # FSP = q0, q1: cycle1 2/2, cycle2 1/2 -> 75; strict 1/2.  FCP = q2, q3: cycle1 0/2, cycle2 1/1 -> 50
     assert m["FSP/accuracy"] == pytest.approx(75.0) and m["FSP/circular_accuracy"] == pytest.approx(50.0)
     assert m["FCP/accuracy"] == pytest.approx(50.0) and m["FCP/circular_accuracy"] == 0.0
-    assert m["cycle_cycle1/accuracy"] == pytest.approx(50.0)
+    assert m["cycle:cycle1/accuracy"] == pytest.approx(50.0)
     for name in ("accuracy", "circular_accuracy", "FSP/accuracy"):
         lo, hi = m[f"{name}_ci95"]
         assert lo <= m[name] <= hi
@@ -257,3 +257,14 @@ def test_refcoco_parquet_layout(tmp_path):
     ]
     m = score_task(task, preds(tmp_path / "p.jsonl", rows)).metrics
     assert m["miou"] == pytest.approx(100 * (1 + 1 / 3) / 3)
+
+
+def test_hr_bench_image_stored_once_and_referenced_by_index(tmp_path):
+    """VLMEvalKit-style TSVs may keep an image in one row and put that row's index in the others."""
+    rows = hr_rows(n_questions=2, cycles=2)
+    rows[1]["image"] = "0"  # q0 cycle 2 reuses row 0's image
+    task = build("hr_bench_4k", write_hr_tsv(tmp_path / "hr_bench_4k.tsv", rows))
+    samples = list(task.samples())
+    assert samples[1].load_image().size == samples[0].load_image().size
+    assert samples[0].meta["group"] == samples[1].meta["group"]  # still one question across cycles
+    assert samples[0].meta["group"] != samples[2].meta["group"]

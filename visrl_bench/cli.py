@@ -112,6 +112,9 @@ def _print_report(report) -> None:
     for name, value in report.metrics.items():
         if name.endswith("_ci95") or not isinstance(value, (int, float)):
             continue
+        if isinstance(value, int):  # counts
+            typer.echo(f"  {name:<32} {value:8d}")
+            continue
         ci = report.metrics.get(f"{name}_ci95")
         ci_text = f"  [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
         typer.echo(f"  {name:<32} {value:8.2f}{ci_text}")

@@ -126,6 +126,8 @@ class BaseTask:
         if not self.data.exists():
             raise DataError(self.data, f"{self.name} data not found")
         self.split = split or self.default_split
+        if not self.splits and split is not None:
+            raise DataError(self.data, f"{self.name} has no splits; drop --split {split!r}")
         if self.splits and self.split not in self.splits:
             raise DataError(
                 self.data, f"{self.name} has no split {self.split!r}; choose one of {', '.join(self.splits)}"
