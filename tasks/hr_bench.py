@@ -206,6 +206,13 @@ class HRBench(BaseTask):
                 image=image,
             )
 
+    def count(self) -> int | None:
+        if self.file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.file).metadata.num_rows
+        return None  # counting TSV rows means reading the whole (GB-sized) file
+
     # --- prompting and scoring --------------------------------------------------------------------------
     def prompt(self, sample: Sample) -> str:
         return self.prompt_template.format(

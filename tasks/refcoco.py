@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,6 +72,7 @@ class RefCOCO(BaseTask):
         "Please provide the bounding box coordinate of the region this sentence describes: {sentence}"
     )
     headline_metrics = ("acc@0.5", "acc@0.75", "miou")
+    has_gold_boxes = True
     metric_notes: ClassVar[dict[str, str]] = {
         "acc@0.5": "share of sentences whose predicted box has IoU >= 0.5 with the gold box",
         "miou": "mean IoU; an unparsable or missing box scores 0",
@@ -151,7 +151,7 @@ class RefCOCO(BaseTask):
         if not instances.is_file():
             raise DataError(instances, "instances.json not found (it must sit beside the refs pickle)")
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; keep `score --json` clean
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; keep stdout clean
                 coco = COCO(str(instances))
         except Exception as exc:
             raise DataError(instances, f"not a COCO instances file: {type(exc).__name__}: {exc}") from None
@@ -233,7 +233,10 @@ class RefCOCO(BaseTask):
                 repairs=[],
                 parse_error="missing",
             )
-        parsed = parse_box(prediction, self.box_format, sample.image_size)
+        # an eval run passes the model's own convention (and its input size, for resized_pixel) per row
+        convention = (row or {}).get("box_format") or self.box_format
+        resized = (row or {}).get("resized_size")
+        parsed = parse_box(prediction, convention, sample.image_size, tuple(resized) if resized else None)
         value = iou(parsed.box, sample.answer) if parsed.box is not None else 0.0
         return self.record(
             sample,

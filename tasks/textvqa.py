@@ -65,6 +65,9 @@ class TextVQA(BaseTask):
             if isinstance(r, dict) and "image_id" in r
         }
 
+    def count(self) -> int:
+        return len(read_json(self.annotations, "TextVQA annotation file").get("data", []))
+
     def samples(self) -> Iterator[Sample]:
         blob = read_json(self.annotations, "TextVQA annotation file")
         rows = blob.get("data") if isinstance(blob, dict) else None

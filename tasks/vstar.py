@@ -44,6 +44,7 @@ class VStarBench(BaseTask):
         "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
     )
     headline_metrics = ("accuracy",)
+    has_gold_boxes = True
 
     def __init__(self, data, split=None, *, seed: int = 0, shuffle: Any = True, circular: Any = False):
         super().__init__(data, split, seed=seed, shuffle=as_bool(shuffle), circular=as_bool(circular))
@@ -150,6 +151,16 @@ class VStarBench(BaseTask):
         if "width" in meta and "height" in meta:
             size = (int(meta["width"]), int(meta["height"]))
         return boxes, size
+
+    def count(self) -> int:
+        if self.layout == "jsonl":
+            return sum(1 for _ in iter_jsonl(self.root / "test_questions.jsonl"))
+        per_question = [
+            len(read_json(p)["options"]) if self.circular else 1
+            for c in CATEGORIES
+            for p in (self.root / c).glob("*.json")
+        ]
+        return sum(per_question)
 
     def samples(self) -> Iterator[Sample]:
         for q in self._questions():

@@ -51,15 +51,16 @@ def list_command() -> None:
         typer.echo(f"{kind}:")
         for name in names:
             entry = registry.entry(name)
+            if entry.description:
+                typer.echo(f"  {name:<14} {'':<7} {entry.description}")
+                continue
             obj = entry.load()
             info = getattr(obj, "info", None)
             if callable(info):
                 _, version, description = info(**entry.kwargs)
             else:
-                version, description = (
-                    getattr(obj, "version", "-"),
-                    (obj.__doc__ or "").strip().splitlines()[0],
-                )
+                version = getattr(obj, "version", "-")
+                description = getattr(obj, "description", None) or (obj.__doc__ or "").strip().split("\n")[0]
             typer.echo(f"  {name:<14} v{version:<6} {description}")
 
 
@@ -102,6 +103,116 @@ def score_command(
         _print_report(report)
     for path in written:
         typer.echo(f"wrote {path}", err=as_json)
+
+
+def _task_specs(tasks: list[str], data: list[Path], splits: list[str] | None, options: dict[str, Any]):
+    """Pair the i-th --task with the i-th --data (and --split); `-o task.key=value` targets one task."""
+    from visrl_bench.evaluate import TaskSpec
+
+    if len(tasks) != len(data):
+        raise VisrlError(f"give one --data per --task ({len(tasks)} tasks, {len(data)} data paths)")
+    splits = list(splits or [])
+    if len(splits) not in (0, 1, len(tasks)):
+        raise VisrlError("give no --split, one for every task, or one per --task")
+    specs = []
+    for i, (name, path) in enumerate(zip(tasks, data, strict=True)):
+        split = splits[i] if len(splits) == len(tasks) else (splits[0] if splits else None)
+        own = {k: v for k, v in options.items() if "." not in k}
+        own.update({k.split(".", 1)[1]: v for k, v in options.items() if k.startswith(f"{name}.")})
+        specs.append(TaskSpec(name=name, data=str(path), split=split, options=own))
+    return specs
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[Path, typer.Option(help="Local checkpoint directory (config.json + safetensors).")],
+    task: Annotated[list[str], typer.Option(help="Task name; repeat for several tasks.")],
+    data: Annotated[list[Path], typer.Option(help="Data path for each --task, in the same order.")],
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split (once for all tasks, or once per task).")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="direct | cot | gt_box | random_box | center_box | box_no_crop")
+    ] = "direct",
+    output: Annotated[Path | None, typer.Option(help="Run directory (default runs/<model>-<mode>).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --output, skipping finished samples.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --output.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each task.")] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Generation batch size (left padding, sorted by length).")
+    ] = 1,
+    max_new_tokens: Annotated[int, typer.Option()] = 64,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
+    top_p: Annotated[float, typer.Option()] = 1.0,
+    top_k: Annotated[int, typer.Option()] = 0,
+    num_return_sequences: Annotated[int, typer.Option(help="K samples per prompt (scored: the first).")] = 1,
+    arch: Annotated[str | None, typer.Option(help="Override the architecture read from config.json.")] = None,
+    box_format: Annotated[str | None, typer.Option(help="Override the model's box convention.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
+    ] = "auto",
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow code shipped with the checkpoint to run.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed for shuffles, random boxes, sampling and CIs.")] = 0,
+    crop_min_side: Annotated[int, typer.Option(help="Minimum crop side in pixels (Visual-CoT: 224).")] = 224,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Task option key=value (or task.key=value for one task)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Evaluate a local LMM checkpoint on tasks, directly or with visual chain-of-thought."""
+    from visrl_bench.evaluate import EvalConfig, evaluate
+    from visrl_bench.models import GenerationSettings
+
+    try:
+        cfg = EvalConfig(
+            model=str(model),
+            tasks=_task_specs(task, data, split, parse_overrides(option)),
+            mode=mode,
+            arch=arch,
+            box_format=box_format,
+            batch_size=batch_size,
+            seed=seed,
+            crop_min_side=crop_min_side,
+            limit=limit,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            generation=GenerationSettings(
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                num_return_sequences=num_return_sequences,
+                seed=seed,
+            ),
+        )
+        out = output or Path("runs") / f"{model.resolve().name}-{mode}"
+        results = evaluate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    except VisrlError as exc:
+        _fail(str(exc))
+    _print_results(results)
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'samples.jsonl'}")
+
+
+def _print_results(results: dict) -> None:
+    for name, metrics in results["results"].items():
+        timing = results["timing"].get(name, {})
+        rate = timing.get("samples_per_second")
+        typer.echo(
+            f"{name}: n={metrics['n']}  errors={metrics['errors']}"
+            + (f"  {rate:.2f} samples/s" if rate else "")
+        )
+        for key, value in metrics.items():
+            if key.endswith("_ci95") or "/" in key or key in ("n", "errors") or not isinstance(value, float):
+                continue
+            ci = metrics.get(f"{key}_ci95")
+            typer.echo(f"  {key:<28} {value:8.2f}" + (f"  [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
 
 
 def _print_report(report) -> None:

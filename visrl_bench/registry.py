@@ -19,6 +19,7 @@ class Entry:
     name: str
     target: str  # "package.module:attr"
     kwargs: dict[str, Any] = field(default_factory=dict)  # bound when the entry is built (e.g. a variant)
+    description: str | None = None  # lets `list` describe heavy entries (models) without importing them
 
     def load(self) -> Any:
         module_name, _, attr = self.target.partition(":")
@@ -36,12 +37,12 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, target: str, **kwargs: Any) -> None:
+    def register(self, name: str, target: str, *, description: str | None = None, **kwargs: Any) -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         if ":" not in target:
             raise ValueError(f"{self.kind} {name!r}: target must be 'module:attr', got {target!r}")
-        self._entries[name] = Entry(name, target, dict(kwargs))
+        self._entries[name] = Entry(name, target, dict(kwargs), description)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -90,5 +91,22 @@ TASKS.register("textvqa", f"{_T}.textvqa:TextVQA")
 TASKS.register("refcoco", f"{_T}.refcoco:RefCOCO", dataset="refcoco")
 TASKS.register("refcoco+", f"{_T}.refcoco:RefCOCO", dataset="refcoco+")
 TASKS.register("refcocog", f"{_T}.refcoco:RefCOCO", dataset="refcocog")
+
+_M = "visrl_bench.models.hf"
+MODELS.register(
+    "llava",
+    f"{_M}:LlavaAdapter",
+    description="LLaVA-1.5 (llava-hf format); boxes square_norm (image padded to a square)",
+)
+MODELS.register("qwen2_vl", f"{_M}:Qwen2VLAdapter", description="Qwen2-VL; boxes norm1000 (0-1000 grid)")
+MODELS.register(
+    "qwen2_5_vl",
+    f"{_M}:Qwen25VLAdapter",
+    description="Qwen2.5-VL; boxes resized_pixel (pixels of its resized input)",
+)
+
+_R = "visrl_bench.reasoning"
+for _name in ("direct", "cot", "gt_box", "random_box", "center_box", "box_no_crop"):
+    MODES.register(_name, f"{_R}:{_name.upper()}")
 
 ALL = {"tasks": TASKS, "models": MODELS, "modes": MODES, "trainers": TRAINERS}

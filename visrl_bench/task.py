@@ -112,6 +112,7 @@ class BaseTask:
     prompt_template: ClassVar[str] = ""
     headline_metrics: ClassVar[tuple[str, ...]] = ()
     metric_notes: ClassVar[dict[str, str]] = {}  # what each metric means where names could mislead
+    has_gold_boxes: ClassVar[bool] = False  # samples carry gold focus boxes (focus IoU, the gt_box mode)
     splits: ClassVar[tuple[str, ...]] = ()
     default_split: ClassVar[str | None] = None
 
@@ -151,6 +152,10 @@ class BaseTask:
         }
 
     # --- defaults ---------------------------------------------------------------------------------------
+    def count(self) -> int | None:
+        """Number of samples when it is cheap to know (for progress ETAs); None otherwise."""
+        return None
+
     def gold_boxes(self, sample: Sample) -> list[Box]:
         return list(sample.gold_boxes)
 

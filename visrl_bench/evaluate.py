@@ -1,0 +1,403 @@
+"""`visrl-bench eval`: run a model over tasks in a reasoning mode, crash-safe and resumable.
+
+Every sample's record is appended to DIR/samples.jsonl and flushed as soon as its window of samples is
+done, so a crash or Ctrl-C loses at most the window in flight. `--resume` skips what is already there (a
+half-written last line is cut off and redone); results.json is always recomputed from samples.jsonl in the
+benchmark's sample order, so a resumed run's results equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from visrl_bench import __version__
+from visrl_bench.boxes import Box, ParsedBox, crop_region, format_box, iou, parse_box
+from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.metrics.stats import add_metric, mean_ci_percent
+from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter
+from visrl_bench.reasoning import (
+    Mode,
+    answer_step_messages,
+    box_step_messages,
+    center_box,
+    direct_messages,
+    random_box,
+)
+from visrl_bench.registry import MODES, TASKS
+from visrl_bench.scoring import git_hash, package_versions
+from visrl_bench.task import Sample
+
+SAMPLES_FILE = "samples.jsonl"
+RESULTS_FILE = "results.json"
+RUN_FILE = "run.json"
+WINDOW_BATCHES = 4  # samples gathered per window = batch size x this; sorted by length inside a window
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    data: str
+    split: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    tasks: list[TaskSpec]
+    mode: str = "direct"
+    arch: str | None = None
+    box_format: str | None = None
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    batch_size: int = 1
+    seed: int = 0
+    crop_min_side: int = 224
+    limit: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunDirError(VisrlError):
+    pass
+
+
+# --- the run directory -------------------------------------------------------------------------------------
+def _identity(cfg: EvalConfig, adapter: LMMAdapter) -> dict[str, Any]:
+    """What decides each sample's result; a run can only be resumed under the same identity. Batch size and
+    limit are left out: they change how much is done, not what."""
+    described = adapter.describe()
+    return {
+        "model": str(Path(cfg.model).resolve()),
+        "arch": described["arch"],
+        "box_convention": described["box_convention"],
+        "dtype": described.get("dtype"),
+        "device_type": str(described.get("device", "cpu")).split(":")[0],
+        "mode": cfg.mode,
+        "tasks": [{**asdict(t), "data": str(Path(t.data).resolve())} for t in cfg.tasks],
+        "generation": cfg.generation.as_dict(),
+        "seed": cfg.seed,
+        "crop_min_side": cfg.crop_min_side,
+    }
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """Complete lines of samples.jsonl; with repair, a half-written last line (crash mid-write) is cut off."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        if not repair:
+            raise DataError(path, "last line is incomplete (interrupted run); rerun with --resume")
+        with path.open("r+b") as f:
+            f.truncate(end)
+        data = data[:end]
+    records = []
+    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"corrupt record: {exc.msg}", line=lineno) from None
+    return records
+
+
+def prepare_run_dir(out: Path, identity: dict, resume: bool, overwrite: bool) -> list[dict]:
+    """Check the directory against this run; return the records already done (when resuming)."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file, samples = out / RUN_FILE, out / SAMPLES_FILE
+    if overwrite:
+        for name in (SAMPLES_FILE, RESULTS_FILE, RUN_FILE):
+            (out / name).unlink(missing_ok=True)
+    elif run_file.is_file() or samples.is_file():
+        previous = json.loads(run_file.read_text()).get("identity", {}) if run_file.is_file() else {}
+        if previous != identity:
+            keys = ", ".join(_diff(previous, identity)) or "run.json missing"
+            raise RunDirError(
+                f"{out} holds a run with a different config (differs in: {keys}); choose another "
+                "--output or pass --overwrite to replace it"
+            )
+        if not resume:
+            raise RunDirError(
+                f"{out} already holds this run; pass --resume to continue it or --overwrite to start over"
+            )
+    tmp = run_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"identity": identity, "visrl_bench_version": __version__}, indent=2))
+    tmp.replace(run_file)
+    return read_records(samples, repair=True)
+
+
+# --- one window of samples ---------------------------------------------------------------------------------
+def _windows(samples: Iterable[tuple[int, Sample]], size: int) -> Iterator[list[tuple[int, Sample]]]:
+    window: list[tuple[int, Sample]] = []
+    for item in samples:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _focus_box(mode: Mode, sample: Sample, image_size, cfg: EvalConfig) -> Box | None:
+    if mode.box_source == "gold":
+        return sample.gold_boxes[0]
+    if mode.box_source == "random":
+        return random_box(sample.id, image_size, cfg.seed)
+    return center_box(image_size)
+
+
+def run_window(
+    task, window: list[tuple[int, Sample]], adapter: LMMAdapter, mode: Mode, cfg: EvalConfig
+) -> list[dict]:
+    """Generate and score one window of samples; a sample whose image fails becomes an error record."""
+    settings, conv = cfg.generation, adapter.box_convention
+    records: dict[int, dict] = {}
+    live: list[tuple[int, Sample, Any, tuple[int, int] | None]] = []
+    for position, sample in window:
+        try:
+            image = sample.load_image()
+        except DataError as exc:
+            rec = task.score(sample, None, None)
+            records[position] = {**rec, "error": str(exc)}
+            continue
+        live.append((position, sample, image, adapter.input_size(image)))
+
+    focus: dict[int, dict] = {}
+    if mode.two_turns and live:
+        if mode.box_source == "model":
+            requests = [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live]
+            box_settings = replace(settings, num_return_sequences=1)
+            texts = [outs[0] for outs in adapter.generate(requests, box_settings, cfg.batch_size)]
+            parsed_boxes = [
+                parse_box(t, conv, im.size, rs) for t, (_, _, im, rs) in zip(texts, live, strict=True)
+            ]
+        else:  # a control: we write the box text, but crop the exact box, not its rounded text
+            boxes = [_focus_box(mode, s, im.size, cfg) for _, s, im, _ in live]
+            texts = [format_box(b, conv, im.size, rs) for b, (_, _, im, rs) in zip(boxes, live, strict=True)]
+            parsed_boxes = [ParsedBox(b) for b in boxes]
+        for (position, sample, image, _), text, parsed in zip(live, texts, parsed_boxes, strict=True):
+            region = crop_region(parsed.box, image.size, cfg.crop_min_side) if parsed.box else None
+            info = {
+                "source": mode.box_source,
+                "text": text,
+                "box": parsed.box.as_list() if parsed.box else None,
+                "repairs": parsed.repairs,
+                "parse_error": parsed.reason,
+                "crop": region.as_list() if region and mode.crop else None,
+            }
+            if sample.gold_boxes:
+                info["iou"] = max(iou(parsed.box, g) for g in sample.gold_boxes) if parsed.box else 0.0
+            focus[position] = info
+
+    requests = []
+    for position, sample, image, _ in live:
+        prompt = task.prompt(sample)
+        if not mode.two_turns:
+            requests.append(ChatRequest(direct_messages(prompt), [image]))
+            continue
+        info = focus[position]
+        second = image.crop(tuple(int(v) for v in info["crop"])) if info["crop"] else image
+        requests.append(
+            ChatRequest(answer_step_messages(sample.question, info["text"], prompt), [image, second])
+        )
+    outputs = adapter.generate(requests, settings, cfg.batch_size) if requests else []
+
+    for (position, sample, _, resized), request, outs in zip(live, requests, outputs, strict=True):
+        row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
+        rec = task.score(sample, outs[0], row)
+        steps = []
+        if mode.two_turns:
+            steps.append(
+                {
+                    "step": "box",
+                    "prompt": request.messages[0]["content"][1]["text"],
+                    "output": focus[position]["text"],
+                }
+            )
+        steps.append(
+            {"step": "answer", "prompt": request.messages[-1]["content"][1]["text"], "output": outs[0]}
+        )
+        rec["steps"] = steps
+        if len(outs) > 1:
+            rec["outputs"] = outs
+        if mode.two_turns:
+            rec["focus"] = focus[position]
+        records[position] = rec
+    return [{"task": task.name, "position": p, **records[p]} for p, _ in window]
+
+
+# --- aggregation -------------------------------------------------------------------------------------------
+def focus_metrics(records: list[dict], seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with_focus = [r for r in records if "focus" in r]
+    if not with_focus:
+        return out
+    model_boxes = [r for r in with_focus if r["focus"]["source"] == "model"]
+    if model_boxes:
+        fails = sum(1 for r in model_boxes if r["focus"]["box"] is None)
+        out["box_parse_failure_rate"] = round(100 * fails / len(model_boxes), 6)
+    ious = [r["focus"]["iou"] for r in with_focus if "iou" in r["focus"]]
+    if ious:
+        value, ci = mean_ci_percent(ious, seed=seed)
+        add_metric(out, "focus_iou", value, ci)
+        value, ci = mean_ci_percent([float(v >= 0.5) for v in ious], seed=seed)
+        add_metric(out, "focus_acc@0.5", value, ci)
+        out["focus_n"] = len(ious)
+    return out
+
+
+def aggregate_run(tasks: list, records: list[dict], seed: int) -> dict[str, dict]:
+    results = {}
+    for task in tasks:
+        recs = sorted((r for r in records if r["task"] == task.name), key=lambda r: r["position"])
+        if not recs:
+            continue
+        metrics = task.aggregate(recs)
+        n = metrics.pop("n", len(recs))
+        metrics.update(focus_metrics(recs, seed))
+        results[task.name] = {
+            **metrics,
+            "n": n,
+            "errors": sum(1 for r in recs if r.get("error")),
+            "missing_predictions": sum(1 for r in recs if r.get("prediction") is None),
+        }
+    return results
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+def build_tasks(cfg: EvalConfig) -> list:
+    tasks = [TASKS.build(t.name, t.data, t.split, seed=cfg.seed, **t.options) for t in cfg.tasks]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise VisrlError(f"a task is listed twice: {', '.join(names)}")
+    mode = MODES.load(cfg.mode)
+    if mode.box_source == "gold":
+        lacking = [t.name for t in tasks if not getattr(t, "has_gold_boxes", False)]
+        if lacking:
+            raise VisrlError(f"mode gt_box needs gold focus boxes, which {', '.join(lacking)} does not have")
+    return tasks
+
+
+def evaluate(
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    *,
+    adapter: LMMAdapter | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) an evaluation into `out_dir`; returns the results.json object."""
+    from visrl_bench.models import load_model
+
+    tasks = build_tasks(cfg)  # data errors surface before a model is loaded
+    mode: Mode = MODES.load(cfg.mode)
+    if adapter is None:
+        adapter = load_model(
+            cfg.model,
+            cfg.arch,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            box_format=cfg.box_format,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    out = Path(out_dir)
+    identity = _identity(cfg, adapter)
+    done = prepare_run_dir(out, identity, resume, overwrite)
+    done_keys = {(r["task"], r["id"]) for r in done}
+    timing: dict[str, dict] = {}
+    with (out / SAMPLES_FILE).open("a", encoding="utf-8") as sink:
+        for task in tasks:
+            todo = (
+                (p, s)
+                for p, s in _enumerate_limited(task.samples(), cfg.limit)
+                if (task.name, s.id) not in done_keys
+            )
+            bar = _progress(task, cfg.limit, sum(1 for k in done_keys if k[0] == task.name), progress)
+            started, count = time.perf_counter(), 0
+            for window in _windows(todo, max(cfg.batch_size, 1) * WINDOW_BATCHES):
+                for rec in run_window(task, window, adapter, mode, cfg):
+                    sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+                count += len(window)
+                bar.update(len(window))
+            bar.close()
+            seconds = time.perf_counter() - started
+            timing[task.name] = {
+                "samples": count,
+                "seconds": round(seconds, 3),
+                "samples_per_second": round(count / seconds, 3) if count and seconds else None,
+            }
+
+    records = read_records(out / SAMPLES_FILE)
+    results = {
+        "results": aggregate_run(tasks, records, cfg.seed),
+        "notes": {t.name: t.metric_notes for t in tasks if t.metric_notes},
+        "config": cfg.as_dict(),
+        "provenance": {
+            "visrl_bench_version": __version__,
+            "git_hash": git_hash(),
+            "task_versions": {t.name: t.version for t in tasks},
+            "prompt_sha256": {
+                **{t.name: t.prompt_sha256 for t in tasks},
+                f"mode:{mode.name}": mode.prompt_sha256,
+            },
+            "task_config": {t.name: t.config() for t in tasks},
+            "model": adapter.describe(),
+            "mode": mode.name,
+            "generation": cfg.generation.as_dict(),
+            "seed": cfg.seed,
+            "package_versions": package_versions(
+                (
+                    "numpy",
+                    "pandas",
+                    "pillow",
+                    "torch",
+                    "transformers",
+                    "tokenizers",
+                    "safetensors",
+                    "pycocotools",
+                )
+            ),
+        },
+        "timing": timing,
+    }
+    tmp = out / (RESULTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    tmp.replace(out / RESULTS_FILE)
+    return results
+
+
+def _enumerate_limited(samples: Iterable[Sample], limit: int | None) -> Iterator[tuple[int, Sample]]:
+    for position, sample in enumerate(samples):
+        if limit is not None and position >= limit:
+            return
+        yield position, sample
+
+
+def _progress(task, limit: int | None, already: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    total = task.count() if hasattr(task, "count") else None
+    if limit is not None:
+        total = min(limit, total) if total is not None else limit
+    return tqdm(
+        total=total, initial=already, desc=task.name, unit="sample", disable=not enabled, dynamic_ncols=True
+    )

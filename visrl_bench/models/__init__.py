@@ -1,0 +1,97 @@
+"""Model adapters: a local LMM checkpoint behind one small interface.
+
+An adapter turns chat requests (messages with image placeholders + the images) into generated text, in
+batches, and declares the box convention its model writes. Heavy imports (torch, transformers) happen only
+inside `visrl_bench.models.hf`, when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from visrl_bench.boxes import BoxConvention
+from visrl_bench.errors import DataError
+
+# config.json `model_type` -> adapter name in the MODELS registry
+MODEL_TYPES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings; greedy unless temperature > 0."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    num_return_sequences: int = 1
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ChatRequest:
+    """One generation: HF-style chat messages whose content items {"type": "image"} are filled, in order,
+    by `images`."""
+
+    messages: list[dict]
+    images: list[Any] = field(default_factory=list)
+
+
+@runtime_checkable
+class LMMAdapter(Protocol):
+    arch: str
+    path: str
+    box_convention: BoxConvention
+
+    def generate(
+        self, requests: list[ChatRequest], settings: GenerationSettings, batch_size: int = 1
+    ) -> list[list[str]]:
+        """K = settings.num_return_sequences texts per request, in request order."""
+        ...
+
+    def input_size(self, image: Any) -> tuple[int, int] | None:
+        """(width, height) of the image as the model sees it, for the `resized_pixel` convention."""
+        ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def read_arch(path: str | Path) -> str:
+    """The adapter name for a checkpoint dir, read from its config.json."""
+    p = Path(path)
+    config = p / "config.json"
+    if not p.is_dir():
+        raise DataError(p, "model checkpoint directory not found")
+    if not config.is_file():
+        raise DataError(p, "no config.json: not a transformers checkpoint directory")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as exc:
+        raise DataError(config, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
+    if model_type not in MODEL_TYPES:
+        raise DataError(
+            config,
+            f"unsupported architecture model_type={model_type!r}; supported: "
+            f"{', '.join(MODEL_TYPES)} (or pass --arch)",
+        )
+    return MODEL_TYPES[model_type]
+
+
+def load_model(path: str | Path, arch: str | None = None, **kwargs: Any) -> LMMAdapter:
+    """Load a local checkpoint with the adapter for its architecture (`arch` overrides config.json)."""
+    from visrl_bench.registry import MODELS
+
+    name = arch or read_arch(path)
+    if not Path(path, "config.json").is_file():
+        read_arch(path)  # raises the clear error
+    return MODELS.build(name, path, **kwargs)
