@@ -315,3 +315,32 @@ def test_cli_summary_and_multi_task_options(tiny_checkpoints, task_fixtures, tmp
     assert results["provenance"]["task_config"]["vstar_bench"]["shuffle"] is False
     recs = read_records(tmp_path / "run" / "samples.jsonl")
     assert "Reference OCR token" in next(r for r in recs if r["task"] == "textvqa")["steps"][0]["prompt"]
+
+
+def test_eval_from_yaml_config_with_flag_override(tiny_checkpoints, task_fixtures, tmp_path):
+    import yaml
+
+    cfg = {
+        "model": str(tiny_checkpoints["qwen2_vl"]),
+        "mode": "cot",
+        "batch_size": 2,
+        "max_new_tokens": 5,
+        "tasks": [{"name": "textvqa", "data": str(task_fixtures["textvqa"][0]), "options": {"ocr": True}}],
+        "output": str(tmp_path / "from-yaml"),
+        "progress": False,
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["eval", "--config", str(path), "--mode", "center_box"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "from-yaml" / "results.json").read_text())
+    assert results["config"]["mode"] == "center_box"  # the flag wins over the file
+    assert results["config"]["batch_size"] == 2 and results["config"]["generation"]["max_new_tokens"] == 5
+    assert results["provenance"]["task_config"]["textvqa"]["ocr"] is True
+
+    path.write_text(yaml.safe_dump({**cfg, "bach_size": 3}))
+    result = runner.invoke(app, ["eval", "--config", str(path)])
+    assert result.exit_code == 2 and "unknown option(s) bach_size" in result.stderr
+    path.write_text("model: [unclosed\n")
+    result = runner.invoke(app, ["eval", "--config", str(path)])
+    assert result.exit_code == 2 and "eval.yaml:2: malformed YAML" in result.stderr

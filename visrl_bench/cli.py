@@ -125,11 +125,23 @@ def _task_specs(tasks: list[str], data: list[Path], splits: list[str] | None, op
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[Path, typer.Option(help="Local checkpoint directory (config.json + safetensors).")],
-    task: Annotated[list[str], typer.Option(help="Task name; repeat for several tasks.")],
-    data: Annotated[list[Path], typer.Option(help="Data path for each --task, in the same order.")],
+    ctx: typer.Context,
+    model: Annotated[
+        Path | None, typer.Option(help="Local checkpoint directory (config.json + safetensors).")
+    ] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Task name; repeat for several tasks.")] = None,
+    data: Annotated[
+        list[Path] | None, typer.Option(help="Data path for each --task, in the same order.")
+    ] = None,
     split: Annotated[
         list[str] | None, typer.Option(help="Split (once for all tasks, or once per task).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML with any of these options (tasks as a list of {name, data, split, options}); "
+            "flags given on the command line win."
+        ),
     ] = None,
     mode: Annotated[
         str, typer.Option(help="direct | cot | gt_box | random_box | center_box | box_no_crop")
@@ -166,38 +178,57 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Evaluate a local LMM checkpoint on tasks, directly or with visual chain-of-thought."""
-    from visrl_bench.evaluate import EvalConfig, evaluate
-    from visrl_bench.models import GenerationSettings
+    from visrl_bench.evaluate import eval_config_from_dict, evaluate
 
     try:
-        cfg = EvalConfig(
-            model=str(model),
-            tasks=_task_specs(task, data, split, parse_overrides(option)),
-            mode=mode,
-            arch=arch,
-            box_format=box_format,
-            batch_size=batch_size,
-            seed=seed,
-            crop_min_side=crop_min_side,
-            limit=limit,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            generation=GenerationSettings(
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                num_return_sequences=num_return_sequences,
-                seed=seed,
-            ),
+        values = _read_yaml(config) if config else {}
+        for name, value in ctx.params.items():
+            # by name: typer may ship its own copy of click, whose ParameterSource is another class
+            source = ctx.get_parameter_source(name)
+            explicit = getattr(source, "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+            if name in ("config", "task", "data", "split", "option"):
+                continue
+            if explicit or name not in values:
+                values[name] = str(value) if isinstance(value, Path) else value
+        if task or data or "tasks" not in values:
+            values["tasks"] = _task_specs(task or [], data or [], split, parse_overrides(option))
+        elif option:
+            raise VisrlError("with tasks from --config, put task options in the YAML (tasks[].options)")
+        output_dir, resume, overwrite, progress = (
+            values.pop(k) for k in ("output", "resume", "overwrite", "progress")
         )
-        out = output or Path("runs") / f"{model.resolve().name}-{mode}"
+        if not values.get("model"):
+            raise VisrlError("give --model (or `model:` in --config)")
+        if not values["tasks"]:
+            raise VisrlError("give at least one --task with its --data (or `tasks:` in --config)")
+        cfg = eval_config_from_dict(values, source=str(config) if config else "the command line")
+        out = (
+            Path(output_dir) if output_dir else Path("runs") / f"{Path(cfg.model).resolve().name}-{cfg.mode}"
+        )
         results = evaluate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     except VisrlError as exc:
         _fail(str(exc))
     _print_results(results)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'samples.jsonl'}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from visrl_bench.errors import DataError
+
+    if not path.is_file():
+        raise DataError(path, "config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(
+            path, f"malformed YAML: {getattr(exc, 'problem', exc)}", line=mark.line + 1 if mark else None
+        ) from None
+    if not isinstance(values, dict):
+        raise DataError(path, "expected a mapping of option: value")
+    return {k.replace("-", "_"): v for k, v in values.items()}
 
 
 def _print_results(results: dict) -> None:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,39 @@ class EvalConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
+
+
+def eval_config_from_dict(values: dict[str, Any], source: str = "config") -> EvalConfig:
+    """Flat options (CLI names or YAML keys) -> EvalConfig; unknown keys are refused by name."""
+    values = dict(values)
+    generation = dict(values.pop("generation", None) or {})
+    generation.update({k: values.pop(k) for k in list(values) if k in _GENERATION_KEYS})
+    generation.setdefault("seed", values.get("seed", 0))
+    tasks = []
+    for t in values.pop("tasks", []):
+        if isinstance(t, TaskSpec):
+            tasks.append(t)
+        elif (
+            isinstance(t, dict)
+            and {"name", "data"} <= set(t)
+            and set(t) <= {"name", "data", "split", "options"}
+        ):
+            tasks.append(TaskSpec(t["name"], str(t["data"]), t.get("split"), dict(t.get("options") or {})))
+        else:
+            raise VisrlError(
+                f"{source}: each task needs name and data (and optionally split, options): {t!r}"
+            )
+    known = {f.name for f in fields(EvalConfig)} - {"tasks", "generation"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise VisrlError(f"{source}: unknown option(s) {', '.join(unknown)}")
+    try:
+        return EvalConfig(tasks=tasks, generation=GenerationSettings(**generation), **values)
+    except TypeError as exc:
+        raise VisrlError(f"{source}: {exc}") from None
 
 
 class RunDirError(VisrlError):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import transformers
 from transformers import AutoTokenizer, GenerationConfig
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil, Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
@@ -23,6 +24,8 @@ from visrl_bench.errors import DataError
 from visrl_bench.models import ChatRequest, GenerationSettings
 
 log = logging.getLogger(__name__)
+# our own progress bars cover whole runs; per-shard bars for loading a small model are noise
+transformers.utils.logging.disable_progress_bar()
 
 
 class ImageOnlyQwenProcessor(Qwen2VLProcessor):
@@ -93,8 +96,6 @@ class HFAdapter:
         box_format: str | None = None,
         trust_remote_code: bool = False,
     ):
-        import transformers
-
         self.path = str(path)
         root = Path(path)
         self.device = resolve_device(device)

@@ -255,6 +255,8 @@ def build_tiny(arch: str, out_dir: str | Path, seed: int = 0, hidden: int = 32) 
     """Build and save a tiny random-init checkpoint of `arch`; returns the directory."""
     import torch
 
+    import visrl_bench.models.hf  # noqa: F401  (quiets transformers' per-shard progress bars)
+
     if arch not in ARCHS:
         raise ValueError(f"unknown tiny arch {arch!r}; one of {', '.join(ARCHS)}")
     torch.manual_seed(seed)
