@@ -1,6 +1,6 @@
 """Throughput of `eval` in direct vs visual-CoT mode on the tiny checkpoints, measured side by side.
 
-    python benchmarks/eval_modes.py [--samples 48] [--repeats 3] [--batch-size 8] [--out benchmarks/eval_modes.json]
+    python benchmarks/eval_modes.py [--samples 48] [--repeats 3] [--batch-size 8] [--out FILE.json]
 
 Builds the tiny LLaVA / Qwen2-VL / Qwen2.5-VL checkpoints and a V*Bench-format fixture in a temp dir, then
 for each architecture runs direct and cot alternately (so machine noise hits both), reporting the median
@@ -30,8 +30,12 @@ def make_vstar(root: Path, n: int) -> Path:
         folder = root / category
         write_image(folder / f"sa_{i}.jpg", size=(320 + 8 * (i % 5), 240), color=(i * 37 % 255, 80, 160))
         options = ["red", "blue", "green", "white"] if category == "direct_attributes" else ["left", "right"]
-        meta = {"question": f"What is the color of object {i}?", "options": options, "target_object": ["x"],
-                "bbox": [[10 + i % 50, 20, 40, 30]]}
+        meta = {
+            "question": f"What is the color of object {i}?",
+            "options": options,
+            "target_object": ["x"],
+            "bbox": [[10 + i % 50, 20, 40, 30]],
+        }
         (folder / f"sa_{i}.json").write_text(json.dumps(meta))
     return root
 
@@ -53,26 +57,44 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))
     data = make_vstar(tmp / "vstar", args.samples)
-    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
-              "samples": args.samples, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-              "archs": {}}
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "archs": {},
+    }
     for arch in ARCHS:
         adapter = load_model(build_tiny(arch, tmp / arch))
         rates: dict[str, list[float]] = {"direct": [], "cot": []}
         for r in range(args.repeats):
             for mode in ("direct", "cot"):
-                cfg = EvalConfig(model=str(tmp / arch), tasks=[TaskSpec("vstar_bench", str(data))], mode=mode,
-                                 batch_size=args.batch_size, crop_min_side=64,
-                                 generation=GenerationSettings(max_new_tokens=args.max_new_tokens))
+                cfg = EvalConfig(
+                    model=str(tmp / arch),
+                    tasks=[TaskSpec("vstar_bench", str(data))],
+                    mode=mode,
+                    batch_size=args.batch_size,
+                    crop_min_side=64,
+                    generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
+                )
                 started = time.perf_counter()
                 evaluate(cfg, tmp / f"run-{arch}-{mode}-{r}", adapter=adapter, progress=False)
                 rates[mode].append(args.samples / (time.perf_counter() - started))
         direct, cot = statistics.median(rates["direct"]), statistics.median(rates["cot"])
-        report["archs"][arch] = {"direct_samples_per_s": round(direct, 2), "cot_samples_per_s": round(cot, 2),
-                                 "cot_cost_vs_direct": round(direct / cot, 3)}
-        print(f"{arch:<11} direct {direct:7.2f} samples/s   cot {cot:7.2f} samples/s   "
-              f"cot costs {direct / cot:.2f}x direct")
+        report["archs"][arch] = {
+            "direct_samples_per_s": round(direct, 2),
+            "cot_samples_per_s": round(cot, 2),
+            "cot_cost_vs_direct": round(direct / cot, 3),
+        }
+        print(
+            f"{arch:<11} direct {direct:7.2f} samples/s   cot {cot:7.2f} samples/s   "
+            f"cot costs {direct / cot:.2f}x direct"
+        )
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
