@@ -295,10 +295,15 @@ def focus_metrics(records: list[dict], seed: int) -> dict[str, Any]:
     return out
 
 
-def aggregate_run(tasks: list, records: list[dict], seed: int) -> dict[str, dict]:
+def aggregate_run(tasks: list, records: list[dict], seed: int, limit: int | None = None) -> dict[str, dict]:
+    """Per-task metrics over the records, in benchmark order (and within --limit, when a run that went further
+    is re-read with a smaller one)."""
     results = {}
     for task in tasks:
-        recs = sorted((r for r in records if r["task"] == task.name), key=lambda r: r["position"])
+        recs = sorted(
+            (r for r in records if r["task"] == task.name and (limit is None or r["position"] < limit)),
+            key=lambda r: r["position"],
+        )
         if not recs:
             continue
         metrics = task.aggregate(recs)
@@ -381,7 +386,7 @@ def evaluate(
 
     records = read_records(out / SAMPLES_FILE)
     results = {
-        "results": aggregate_run(tasks, records, cfg.seed),
+        "results": aggregate_run(tasks, records, cfg.seed, cfg.limit),
         "notes": {t.name: t.metric_notes for t in tasks if t.metric_notes},
         "config": cfg.as_dict(),
         "provenance": {
