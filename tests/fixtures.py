@@ -272,4 +272,22 @@ def make_fixture(task_name: str, root: Path) -> tuple[Path, dict]:
         return make_refcoco(root, "refs(unc).p"), {}
     if task_name == "refcocog":
         return make_refcoco(root, "refs(umd).p"), {}
+    if task_name == "zoomworld":
+        return make_zoomworld(root), {}
     raise KeyError(f"no fixture for task {task_name!r}: add one to tests/fixtures.py")
+
+
+def make_zoomworld(root: Path, seed: int = 0) -> Path:
+    """A small ZoomWorld (a few images per split) in the generator's real layout."""
+    from visrl_bench.datagen.zoomworld import generate
+
+    generate(root, seed, _small_zoomworld())
+    return root
+
+
+def _small_zoomworld():
+    from visrl_bench.datagen.zoomworld import ZoomWorldConfig
+
+    return ZoomWorldConfig(
+        pretrain_images=12, pretrain_examples_per_image=8, sft_questions=6, rl_questions=9, test_questions=9
+    )

@@ -170,7 +170,9 @@ def eval_command(
         bool, typer.Option(help="Allow code shipped with the checkpoint to run.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for shuffles, random boxes, sampling and CIs.")] = 0,
-    crop_min_side: Annotated[int, typer.Option(help="Minimum crop side in pixels (Visual-CoT: 224).")] = 224,
+    crop_min_side: Annotated[
+        int | None, typer.Option(help="Minimum crop side in pixels (default: the task's; Visual-CoT: 224).")
+    ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Task option key=value (or task.key=value for one task)."),
@@ -267,6 +269,98 @@ def _print_report(report) -> None:
         )
     for name, note in report.notes.items():
         typer.echo(f"  note: {name} = {note}")
+
+
+zoomworld_app = typer.Typer(
+    no_args_is_help=True, help="ZoomWorld: the synthetic benchmark and its tiny base LMMs."
+)
+app.add_typer(zoomworld_app, name="zoomworld")
+
+
+@zoomworld_app.command("generate")
+def zoomworld_generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the splits into.")],
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML overriding ZoomWorldConfig fields.")] = None,
+) -> None:
+    """Write ZoomWorld's pretrain / sft / rl / test splits (images + JSONL)."""
+    from visrl_bench.datagen.zoomworld import ZoomWorldConfig, generate
+
+    try:
+        cfg = ZoomWorldConfig.from_dict(_read_yaml(config)) if config else ZoomWorldConfig()
+    except ValueError as exc:
+        _fail(f"{config}: {exc}")
+    except VisrlError as exc:
+        _fail(str(exc))
+    counts = generate(out, seed, cfg)
+    typer.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@zoomworld_app.command("pretrain")
+def zoomworld_pretrain(
+    arch: Annotated[str, typer.Option(help="llava | qwen2_vl")],
+    data: Annotated[Path, typer.Option(help="A ZoomWorld folder (from `zoomworld generate`).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    steps: Annotated[int, typer.Option()] = 1200,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    progress: Annotated[bool, typer.Option()] = True,
+) -> None:
+    """Train a tiny base LMM from scratch on the pretrain split (loss log in OUT/loss.csv)."""
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
+
+    if arch not in ("llava", "qwen2_vl", "qwen2_5_vl"):
+        _fail(f"unknown arch {arch!r}; one of llava, qwen2_vl, qwen2_5_vl")
+    try:
+        path = train(
+            PretrainConfig(
+                arch=arch, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed
+            ),
+            progress=progress,
+        )
+    except VisrlError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
+@zoomworld_app.command("baselines")
+def zoomworld_baselines(
+    from_scratch: Annotated[
+        bool, typer.Option(help="Also regenerate the data and retrain both base models.")
+    ] = False,
+    models: Annotated[Path, typer.Option(help="Where the base checkpoints are (or go).")] = Path(
+        "checkpoints/zoomworld"
+    ),
+    out: Annotated[Path, typer.Option(help="The Markdown table (a .json beside it).")] = Path(
+        "leaderboards/zoomworld_baselines.md"
+    ),
+    work: Annotated[Path, typer.Option(help="Scratch folder for data and eval runs.")] = Path(
+        "runs/zoomworld"
+    ),
+    seed: Annotated[int, typer.Option()] = 0,
+    steps: Annotated[int, typer.Option(help="Pretraining steps (with --from-scratch).")] = 1200,
+    progress: Annotated[bool, typer.Option()] = True,
+) -> None:
+    """Measure direct / gt_box / random_box / center_box on ZoomWorld's test split for both base LMMs."""
+    from visrl_bench.zoomworld import run_baselines
+
+    command = "visrl-bench zoomworld baselines" + (" --from-scratch" if from_scratch else "")
+    try:
+        result = run_baselines(
+            out, models, work, from_scratch, seed=seed, steps=steps, progress=progress, command=command
+        )
+    except VisrlError as exc:
+        _fail(str(exc))
+    typer.echo(out.read_text())
+    failed = [
+        f"{arch}: {name}"
+        for arch, checks in result["checks"].items()
+        for name, ok in checks.items()
+        if not ok
+    ]
+    if failed:
+        typer.echo("checks that did not hold: " + "; ".join(failed), err=True)
 
 
 def main() -> None:

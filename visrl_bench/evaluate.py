@@ -57,7 +57,7 @@ class EvalConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     batch_size: int = 1
     seed: int = 0
-    crop_min_side: int = 224
+    crop_min_side: int | None = None  # None: the task's default (224, Visual-CoT's rule, for real benchmarks)
     limit: int | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -200,6 +200,7 @@ def run_window(
 ) -> list[dict]:
     """Generate and score one window of samples; a sample whose image fails becomes an error record."""
     settings, conv = cfg.generation, adapter.box_convention
+    min_side = cfg.crop_min_side or task.default_crop_min_side
     records: dict[int, dict] = {}
     live: list[tuple[int, Sample, Any, tuple[int, int] | None]] = []
     for position, sample in window:
@@ -225,7 +226,7 @@ def run_window(
             texts = [format_box(b, conv, im.size, rs) for b, (_, _, im, rs) in zip(boxes, live, strict=True)]
             parsed_boxes = [ParsedBox(b) for b in boxes]
         for (position, sample, image, _), text, parsed in zip(live, texts, parsed_boxes, strict=True):
-            region = crop_region(parsed.box, image.size, cfg.crop_min_side) if parsed.box else None
+            region = crop_region(parsed.box, image.size, min_side) if parsed.box else None
             info = {
                 "source": mode.box_source,
                 "text": text,

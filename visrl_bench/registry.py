@@ -91,6 +91,7 @@ TASKS.register("textvqa", f"{_T}.textvqa:TextVQA")
 TASKS.register("refcoco", f"{_T}.refcoco:RefCOCO", dataset="refcoco")
 TASKS.register("refcoco+", f"{_T}.refcoco:RefCOCO", dataset="refcoco+")
 TASKS.register("refcocog", f"{_T}.refcoco:RefCOCO", dataset="refcocog")
+TASKS.register("zoomworld", f"{_T}.zoomworld:ZoomWorld")
 
 _M = "visrl_bench.models.hf"
 MODELS.register(

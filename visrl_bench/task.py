@@ -113,6 +113,7 @@ class BaseTask:
     headline_metrics: ClassVar[tuple[str, ...]] = ()
     metric_notes: ClassVar[dict[str, str]] = {}  # what each metric means where names could mislead
     has_gold_boxes: ClassVar[bool] = False  # samples carry gold focus boxes (focus IoU, the gt_box mode)
+    default_crop_min_side: ClassVar[int] = 224  # Visual-CoT's minimum crop; a task may know better
     splits: ClassVar[tuple[str, ...]] = ()
     default_split: ClassVar[str | None] = None
 

@@ -80,6 +80,39 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+def mean_fill(image_processor) -> tuple[int, ...]:
+    return tuple(round(255 * m) for m in image_processor.image_mean)
+
+
+def pad_to_square(image, fill: tuple[int, ...]):
+    """Centre the image on a square canvas of its long side (LLaVA-1.5's "pad" preprocessing)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def qwen_input_size(image_processor, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) Qwen's processor resizes to: multiples of patch x merge within its pixel budget."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    w, h = size
+    rh, rw = smart_resize(
+        h,
+        w,
+        factor=image_processor.patch_size * image_processor.merge_size,
+        min_pixels=image_processor.size["shortest_edge"],
+        max_pixels=image_processor.size["longest_edge"],
+    )
+    return (rw, rh)
+
+
 class HFAdapter:
     """Shared loading and batched generation; subclasses name the model class, processor and convention."""
 
@@ -215,7 +248,7 @@ class LlavaAdapter(HFAdapter):
         cfg_path = path / "processor_config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         mcfg = self.model.config
-        self.background = tuple(round(255 * m) for m in image_processor.image_mean)
+        self.background = mean_fill(image_processor)
         return LlavaProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -228,16 +261,7 @@ class LlavaAdapter(HFAdapter):
         )
 
     def prepare_image(self, image):
-        from PIL import Image
-
-        image = image.convert("RGB")
-        w, h = image.size
-        if w == h:
-            return image
-        side = max(w, h)
-        canvas = Image.new("RGB", (side, side), self.background)
-        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-        return canvas
+        return pad_to_square(image, self.background)
 
 
 class Qwen2VLAdapter(HFAdapter):
@@ -253,19 +277,7 @@ class Qwen2VLAdapter(HFAdapter):
         return ImageOnlyQwenProcessor(image_processor, tokenizer, read_chat_template(path, tokenizer))
 
     def input_size(self, image) -> tuple[int, int]:
-        """The size Qwen's processor resizes to: multiples of patch x merge, within its pixel budget."""
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-        ip = self.processor.image_processor
-        w, h = image.size
-        rh, rw = smart_resize(
-            h,
-            w,
-            factor=ip.patch_size * ip.merge_size,
-            min_pixels=ip.size["shortest_edge"],
-            max_pixels=ip.size["longest_edge"],
-        )
-        return (rw, rh)
+        return qwen_input_size(self.processor.image_processor, image.size)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

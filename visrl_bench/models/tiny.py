@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
@@ -76,24 +77,53 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(arch: str, vocab_size: int = 600):
+@dataclass
+class TinySpec:
+    """Sizes of a tiny model; the defaults give the < 1 MB test models."""
+
+    text_hidden: int = 32
+    text_layers: int = 2
+    heads: int = 2
+    vision_hidden: int = 32
+    vision_layers: int = 1
+    image_size: int = 32  # LLaVA's square input
+    patch_size: int = 8  # LLaVA's patch; Qwen's is qwen_patch (merge 2)
+    qwen_patch: int = 14
+    min_pixels: int = 28 * 28  # Qwen's pixel budget per image: smaller images are upscaled, larger shrunk
+    max_pixels: int = 112 * 112
+    resample: int = 3  # PIL resampling of the processors (3 bicubic, 4 box)
+    bpe_vocab: int = 600
+    extra_tokens: tuple[str, ...] = ()  # whole words/values that must be single tokens
+    corpus: tuple[str, ...] = ()  # extra text for the BPE
+
+
+def coordinate_tokens(arch: str) -> tuple[str, ...]:
+    """One token per coordinate value of the arch's box convention (square_norm 0.00-1.00 for LLaVA, the
+    0-1000 grid for Qwen2-VL): a box is four tokens, which a tiny model can learn."""
+    if arch == "llava":
+        return tuple(f"{i / 100:.2f}" for i in range(101))
+    return tuple(str(i) for i in range(1001))
+
+
+def build_tokenizer(arch: str, spec: TinySpec | None = None):
     """A byte-level BPE (any text encodes, nothing is <unk>) with the architecture's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    spec = spec or TinySpec()
     specials = LLAVA_SPECIALS if arch == "llava" else QWEN_SPECIALS
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=spec.bpe_vocab,
         special_tokens=specials,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + list(spec.corpus), trainer=trainer)
     if arch == "llava":
-        return PreTrainedTokenizerFast(
+        tokenizer = PreTrainedTokenizerFast(
             tokenizer_object=tok,
             unk_token="<unk>",
             bos_token="<s>",
@@ -103,67 +133,71 @@ def build_tokenizer(arch: str, vocab_size: int = 600):
             padding_side="left",
             chat_template=LLAVA_CHAT_TEMPLATE,
         )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens={
-            "image_token": "<|image_pad|>",
-            "video_token": "<|video_pad|>",
-            "vision_bos_token": "<|vision_start|>",
-            "vision_eos_token": "<|vision_end|>",
-        },
-        padding_side="left",
-        chat_template=QWEN_CHAT_TEMPLATE,
-    )
+    else:
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            extra_special_tokens={
+                "image_token": "<|image_pad|>",
+                "video_token": "<|video_pad|>",
+                "vision_bos_token": "<|vision_start|>",
+                "vision_eos_token": "<|vision_end|>",
+            },
+            padding_side="left",
+            chat_template=QWEN_CHAT_TEMPLATE,
+        )
+    if spec.extra_tokens:
+        tokenizer.add_tokens(list(spec.extra_tokens))
+    return tokenizer
 
 
-def _text_dims(tokenizer, hidden: int) -> dict:
+def _text_dims(tokenizer, spec: TinySpec) -> dict:
     return dict(
         vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        hidden_size=spec.text_hidden,
+        intermediate_size=2 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
         max_position_embeddings=1024,
     )
 
 
-def build_llava(tokenizer, hidden: int = 32, image_size: int = 32, patch_size: int = 8):
+def build_llava(tokenizer, spec: TinySpec):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
     from transformers.models.clip import CLIPImageProcessorPil
     from transformers.models.llava import LlavaProcessor
 
     vision = CLIPVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=hidden,
+        hidden_size=spec.vision_hidden,
+        intermediate_size=2 * spec.vision_hidden,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        projection_dim=spec.vision_hidden,
     )
     text = LlamaConfig(
-        **_text_dims(tokenizer, hidden),
+        **_text_dims(tokenizer, spec),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    image_tokens = (image_size // patch_size) ** 2
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=image_tokens,
+        image_seq_length=(spec.image_size // spec.patch_size) ** 2,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )
     model = LlavaForConditionalGeneration(config)
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
         do_center_crop=True,
+        resample=spec.resample,
         image_mean=[0.48145466, 0.4578275, 0.40821073],
         image_std=[0.26862954, 0.26130258, 0.27577711],
     )
@@ -171,7 +205,7 @@ def build_llava(tokenizer, hidden: int = 32, image_size: int = 32, patch_size: i
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=patch_size,
+        patch_size=spec.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,
@@ -179,10 +213,12 @@ def build_llava(tokenizer, hidden: int = 32, image_size: int = 32, patch_size: i
     return model, processor
 
 
-def build_qwen(arch: str, tokenizer, hidden: int = 32):
+def build_qwen(arch: str, tokenizer, spec: TinySpec):
     from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
-    patch, merge = 14, 2
+    from visrl_bench.models.hf import ImageOnlyQwenProcessor
+
+    patch, merge = spec.qwen_patch, 2
     specials = {
         name: tokenizer.convert_tokens_to_ids(tok)
         for name, tok in (
@@ -192,18 +228,14 @@ def build_qwen(arch: str, tokenizer, hidden: int = 32):
             ("vision_end_token_id", "<|vision_end|>"),
         )
     }
-    head_dim = hidden // 2
+    half = spec.text_hidden // spec.heads // 2  # mrope_section must sum to head_dim / 2
     rope = {
         "rope_type": "default",
         "rope_theta": 10000.0,
-        "mrope_section": [
-            head_dim // 8,
-            (head_dim // 2 - head_dim // 8) // 2,
-            head_dim // 2 - head_dim // 8 - (head_dim // 2 - head_dim // 8) // 2,
-        ],
+        "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2],
     }
     text = dict(
-        **_text_dims(tokenizer, hidden),
+        **_text_dims(tokenizer, spec),
         rope_parameters=rope,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -213,75 +245,80 @@ def build_qwen(arch: str, tokenizer, hidden: int = 32):
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
         vision = dict(
-            depth=1,
-            embed_dim=hidden,
-            hidden_size=hidden,
-            num_heads=2,
+            depth=spec.vision_layers,
+            embed_dim=spec.vision_hidden,
+            hidden_size=spec.text_hidden,
+            num_heads=spec.heads,
             mlp_ratio=2,
             patch_size=patch,
             spatial_merge_size=merge,
             temporal_patch_size=2,
         )
-        config = Qwen2VLConfig(text_config=text, vision_config=vision, **specials)
-        model = Qwen2VLForConditionalGeneration(config)
+        model = Qwen2VLForConditionalGeneration(
+            Qwen2VLConfig(text_config=text, vision_config=vision, **specials)
+        )
     else:
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+        # window_size must be a multiple of patch x merge
         vision = dict(
-            depth=2,
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_heads=2,
-            out_hidden_size=hidden,
+            depth=spec.vision_layers + 1,
+            hidden_size=spec.vision_hidden,
+            intermediate_size=2 * spec.vision_hidden,
+            num_heads=spec.heads,
+            out_hidden_size=spec.text_hidden,
             patch_size=patch,
             spatial_merge_size=merge,
             temporal_patch_size=2,
             window_size=patch * merge * 2,
-            fullatt_block_indexes=[1],
+            fullatt_block_indexes=[spec.vision_layers],
         )
-        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **specials)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    # a small pixel budget keeps the tiny model's image to a handful of tokens
+        model = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(text_config=text, vision_config=vision, **specials)
+        )
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=28 * 28, max_pixels=112 * 112, patch_size=patch, merge_size=merge, temporal_patch_size=2
+        min_pixels=spec.min_pixels,
+        max_pixels=spec.max_pixels,
+        patch_size=patch,
+        merge_size=merge,
+        temporal_patch_size=2,
+        resample=spec.resample,
     )
-    from visrl_bench.models.hf import ImageOnlyQwenProcessor
-
-    processor = ImageOnlyQwenProcessor(image_processor, tokenizer, QWEN_CHAT_TEMPLATE)
-    return model, processor
+    return model, ImageOnlyQwenProcessor(image_processor, tokenizer, QWEN_CHAT_TEMPLATE)
 
 
-def build_tiny(arch: str, out_dir: str | Path, seed: int = 0, hidden: int = 32) -> Path:
-    """Build and save a tiny random-init checkpoint of `arch`; returns the directory."""
+def build_model(arch: str, spec: TinySpec | None = None, seed: int = 0):
+    """(model, processor) of a random-init tiny `arch`, in memory."""
     import torch
 
     import visrl_bench.models.hf  # noqa: F401  (quiets transformers' per-shard progress bars)
 
     if arch not in ARCHS:
         raise ValueError(f"unknown tiny arch {arch!r}; one of {', '.join(ARCHS)}")
+    spec = spec or TinySpec()
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(arch)
-    if arch == "llava":
-        model, processor = build_llava(tokenizer, hidden)
-    else:
-        model, processor = build_qwen(arch, tokenizer, hidden)
+    tokenizer = build_tokenizer(arch, spec)
+    model, processor = build_llava(tokenizer, spec) if arch == "llava" else build_qwen(arch, tokenizer, spec)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, processor
+
+
+def save_checkpoint(model, processor, out_dir: str | Path, info: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    (out / "visrl_tiny.json").write_text(
-        json.dumps(
-            {
-                "arch": arch,
-                "seed": seed,
-                "hidden": hidden,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            }
-        )
-    )
+    info = {**info, "parameters": sum(p.numel() for p in model.parameters())}
+    (out / "visrl_tiny.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def build_tiny(arch: str, out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None) -> Path:
+    """Build and save a tiny random-init checkpoint of `arch`; returns the directory."""
+    spec = spec or TinySpec()
+    model, processor = build_model(arch, spec, seed)
+    return save_checkpoint(model, processor, out_dir, {"arch": arch, "seed": seed, "spec": asdict(spec)})
 
 
 def main() -> None:

@@ -1,0 +1,94 @@
+"""ZoomWorld: the synthetic benchmark where the answer needs the right crop (see
+visrl_bench.datagen.zoomworld). `--data` is a folder written by `visrl-bench zoomworld generate`.
+
+Metric: accuracy of the answer (exact match of the pattern name after lower-casing and trimming), overall and
+per target shape; chance is 25% (four patterns). Gold focus boxes are the target objects' boxes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from visrl_bench.boxes import Box
+from visrl_bench.datagen.zoomworld import ANSWERS, NONE, PATTERNS
+from visrl_bench.errors import DataError
+from visrl_bench.io import iter_jsonl, read_json
+from visrl_bench.task import BaseTask, ImageSource, Sample
+
+_ANSWER_RE = re.compile("|".join(re.escape(a) for a in sorted(ANSWERS, key=len, reverse=True)))
+
+
+def extract_answer(text: str) -> str | None:
+    """The first answer word in the text (the tiny models write just the word; real ones may say more)."""
+    m = _ANSWER_RE.search(text.lower())
+    return m.group(0) if m else None
+
+
+class ZoomWorld(BaseTask):
+    name = "zoomworld"
+    version = "1.0"
+    description = (
+        "ZoomWorld (synthetic): read an object's tile, unreadable without a crop; accuracy, focus IoU"
+    )
+    prompt_template = "{question} Answer with the pattern name, or none."
+    headline_metrics = ("accuracy",)
+    splits = ("test", "sft", "rl")
+    default_split = "test"
+    has_gold_boxes = True
+    default_crop_min_side: ClassVar[int] = 32  # = ZoomWorldConfig.crop_min_side: the rule it was trained with
+    metric_notes: ClassVar[dict[str, str]] = {
+        "accuracy": f"exact pattern name; chance {100 / len(PATTERNS):.0f}%"
+    }
+
+    def __init__(self, data, split=None, *, seed: int = 0):
+        super().__init__(data, split, seed=seed)
+        self.meta = read_json(self.data / "zoomworld.json", "ZoomWorld metadata (zoomworld.json)")
+        self.file = self.data / f"{self.split}.jsonl"
+
+    def count(self) -> int:
+        return sum(1 for _ in iter_jsonl(self.file, f"ZoomWorld {self.split} split"))
+
+    def samples(self) -> Iterator[Sample]:
+        for lineno, row in iter_jsonl(self.file, f"ZoomWorld {self.split} split"):
+            missing = [
+                k for k in ("id", "image", "question", "answer", "bbox", "width", "height") if k not in row
+            ]
+            if missing:
+                raise DataError(self.file, f"row lacks {', '.join(missing)}", line=lineno)
+            gold = Box(*row["bbox"])
+            yield Sample(
+                id=str(row["id"]),
+                question=row["question"],
+                answer=row["answer"],
+                category=row.get("category"),
+                image_size=(int(row["width"]), int(row["height"])),
+                gold_boxes=[gold],
+                meta={"target": row.get("target")},
+                image=ImageSource(origin=str(self.file), path=self.data / row["image"], row=lineno),
+            )
+
+    def prompt(self, sample: Sample) -> str:
+        return self.prompt_template.format(question=sample.question)
+
+    def score(self, sample: Sample, prediction: str | None, row: dict | None = None) -> dict:
+        answer = extract_answer(prediction) if prediction is not None else None
+        return self.record(
+            sample,
+            prediction,
+            {"accuracy": float(answer == sample.answer)},
+            parsed_answer=answer,
+            said_none=answer == NONE,
+        )
+
+    def oracle_prediction(self, sample: Sample) -> str:
+        return sample.answer
+
+    def aggregate(self, records: Sequence[dict]) -> dict[str, Any]:
+        out = self.mean_metrics(records)
+        out["none_rate"] = round(
+            100 * sum(1 for r in records if r.get("said_none")) / max(len(records), 1), 6
+        )
+        out["n"] = len(records)
+        return out

@@ -1,0 +1,1 @@
+"""Data generators: ZoomWorld now; the self-evolution (preference pair) generator later."""

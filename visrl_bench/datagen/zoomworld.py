@@ -1,0 +1,304 @@
+"""ZoomWorld: a procedurally generated benchmark where the right focus provably matters.
+
+Each image is a large non-square canvas with a few coloured shapes. Every shape carries a "tile": a small
+checker of two complementary colours (red/cyan, green/magenta, blue/yellow, black/white) at its centre, in
+4-px cells aligned to an 8-px grid. Every pair averages to the same grey, and models see the whole canvas
+downscaled exactly 8x with a box filter (the tiny models' processors use BOX resampling), so in the global
+view every tile is the same flat grey: the tile is unreadable without a crop, by construction, not by luck.
+In a crop (an object-sized region upscaled to the model's input) each cell spans several pixels.
+
+A question names its target by colour and shape ("What is the tile pattern on the orange circle?"); the
+answer is the target's tile. The answer to a CROP is the target's tile only if the crop holds at least 70% of
+that tile, "none" if it holds at most 30%: a crop of the background or of another object says "none", so no
+box but the right one earns the answer.
+
+Splits (`generate`): pretrain (perception examples: crops with their answers, and direct questions; no
+question -> box pairs), sft (few questions WITH gold boxes), rl (many questions; gold boxes on disk for
+diagnostics only), test. Everything is determined by the seed and the config: same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visrl_bench.boxes import Box, crop_region
+
+VERSION = "1.0"
+PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
+    "red-cyan": ((255, 0, 0), (0, 255, 255)),
+    "green-magenta": ((0, 255, 0), (255, 0, 255)),
+    "blue-yellow": ((0, 0, 255), (255, 255, 0)),
+    "black-white": ((0, 0, 0), (255, 255, 255)),
+}
+NONE = "none"
+ANSWERS = (*PATTERNS, NONE)
+OBJECT_COLOURS = {
+    "orange": (240, 140, 20),
+    "purple": (120, 40, 160),
+    "brown": (120, 70, 30),
+    "pink": (245, 150, 190),
+    "teal": (20, 140, 140),
+    "olive": (110, 120, 20),
+    "navy": (20, 30, 110),
+    "gray": (150, 150, 150),
+}
+SHAPES = ("circle", "square", "triangle", "diamond")
+BACKGROUND = (222, 214, 196)
+GRID = 8  # the global view's downscale factor; tiles align to it so each view pixel averages whole periods
+CELL = 4  # checker cell size in canvas pixels (period 2 * CELL = GRID)
+VISIBLE, HIDDEN = 0.7, 0.3  # tile fraction inside a crop for "readable" / "not there"
+QUESTION = "What is the tile pattern on the {colour} {shape}?"
+
+
+@dataclass
+class ZoomWorldConfig:
+    canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 8x smaller (64 x 48)
+    objects: tuple[int, int] = (3, 5)  # min, max objects per image
+    object_size: tuple[int, int] = (28, 40)  # min, max side in pixels: 3-5 pixels in the global view
+    tile_cells: int = 4  # the tile is tile_cells x tile_cells cells of CELL pixels
+    questions_per_image: int = 3
+    crop_min_side: int = 32  # the crop rule the models are trained and evaluated with
+    readable_side: int = 64  # a crop longer than this shows cells under 4 model pixels: too small to read
+    pretrain_images: int = 3000  # fewer and the tiny models memorise the images instead of learning to read
+    pretrain_examples_per_image: int = 12
+    direct_fraction: float = 0.2  # of pretrain examples: one image + question -> the true tile
+    sft_questions: int = 200
+    rl_questions: int = 1200
+    test_questions: int = 420
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ZoomWorldConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ZoomWorld config key(s): {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass
+class WorldObject:
+    colour: str
+    shape: str
+    box: Box  # the object's extent, pixels
+    tile: Box  # the checker's extent, pixels
+    pattern: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "colour": self.colour,
+            "shape": self.shape,
+            "box": self.box.as_list(),
+            "tile": self.tile.as_list(),
+            "pattern": self.pattern,
+        }
+
+
+@dataclass
+class Scene:
+    image_id: str
+    size: tuple[int, int]
+    objects: list[WorldObject] = field(default_factory=list)
+
+
+def _rng(seed: int, *keys: object) -> random.Random:
+    digest = hashlib.sha256(":".join(map(str, (seed, *keys))).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def make_scene(cfg: ZoomWorldConfig, seed: int, image_id: str) -> Scene:
+    """Place non-overlapping objects with distinct colours; each tile sits on the 8-px grid."""
+    rng = _rng(seed, "scene", image_id)
+    w, h = cfg.canvas
+    scene = Scene(image_id, (w, h))
+    colours = rng.sample(sorted(OBJECT_COLOURS), k=rng.randint(*cfg.objects))
+    tile_side = cfg.tile_cells * CELL
+    for colour in colours:
+        for _ in range(200):
+            side = rng.randint(*cfg.object_size)
+            x1, y1 = rng.randint(GRID, w - side - GRID), rng.randint(GRID, h - side - GRID)
+            box = Box(x1, y1, x1 + side, y1 + side)
+            margin = 8
+            if all(
+                box.x2 + margin <= o.box.x1
+                or o.box.x2 + margin <= box.x1
+                or box.y2 + margin <= o.box.y1
+                or o.box.y2 + margin <= box.y1
+                for o in scene.objects
+            ):
+                break
+        else:
+            continue  # crowded canvas: fewer objects
+        cx, cy = box.center
+        tx = round((cx - tile_side / 2) / GRID) * GRID
+        ty = round((cy - tile_side / 2) / GRID) * GRID
+        tile = Box(tx, ty, tx + tile_side, ty + tile_side)
+        scene.objects.append(WorldObject(colour, rng.choice(SHAPES), box, tile, rng.choice(sorted(PATTERNS))))
+    return scene
+
+
+def render(scene: Scene):
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", scene.size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for o in scene.objects:
+        fill = OBJECT_COLOURS[o.colour]
+        x1, y1, x2, y2 = o.box.as_list()
+        if o.shape == "circle":
+            draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=fill)
+        elif o.shape == "square":
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=fill)
+        elif o.shape == "triangle":
+            draw.polygon([((x1 + x2) / 2, y1), (x2 - 1, y2 - 1), (x1, y2 - 1)], fill=fill)
+        else:
+            draw.polygon(
+                [((x1 + x2) / 2, y1), (x2 - 1, (y1 + y2) / 2), ((x1 + x2) / 2, y2 - 1), (x1, (y1 + y2) / 2)],
+                fill=fill,
+            )
+        first, second = PATTERNS[o.pattern]
+        tx1, ty1, tx2, ty2 = (int(v) for v in o.tile.as_list())
+        for y in range(ty1, ty2, CELL):
+            for x in range(tx1, tx2, CELL):
+                colour = first if ((x - tx1) // CELL + (y - ty1) // CELL) % 2 == 0 else second
+                draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=colour)
+    return image
+
+
+def _overlap_fraction(tile: Box, region: Box) -> float:
+    iw = min(tile.x2, region.x2) - max(tile.x1, region.x1)
+    ih = min(tile.y2, region.y2) - max(tile.y1, region.y1)
+    return max(0.0, iw) * max(0.0, ih) / tile.area
+
+
+def crop_answer(target: WorldObject, region: Box, readable_side: int = 64) -> str | None:
+    """What a crop shows about the target: its pattern when at least 70% of its tile is inside and the crop
+    is small enough for the cells to be resolved; "none" when at most 30% is inside or the crop is far too
+    large; None in between (ambiguous: never used as a training label)."""
+    fraction = _overlap_fraction(target.tile, region)
+    side = max(region.width, region.height)
+    if fraction <= HIDDEN or side > 1.5 * readable_side:
+        return NONE
+    if fraction >= VISIBLE and side <= readable_side:
+        return target.pattern
+    return None
+
+
+def question_rows(scene: Scene, split: str, rng: random.Random, k: int) -> list[dict]:
+    targets = rng.sample(scene.objects, k=min(k, len(scene.objects)))  # different intents per image
+    rows = []
+    for i, t in enumerate(targets):
+        rows.append(
+            {
+                "id": f"{scene.image_id}_q{i}",
+                "image": f"images/{split}/{scene.image_id}.png",
+                "width": scene.size[0],
+                "height": scene.size[1],
+                "question": QUESTION.format(colour=t.colour, shape=t.shape),
+                "answer": t.pattern,
+                "bbox": t.box.as_list(),
+                "category": t.shape,
+                "target": t.as_dict(),
+            }
+        )
+    return rows
+
+
+def pretrain_rows(scene: Scene, cfg: ZoomWorldConfig, seed: int) -> list[dict]:
+    """Perception examples: a focus box (near the target, on another object, or anywhere) and the answer its
+    crop supports under the eval crop rule; plus direct questions about the whole image."""
+    rng = _rng(seed, "pretrain", scene.image_id)
+    rows = []
+    w, h = scene.size
+    for j in range(cfg.pretrain_examples_per_image):
+        target = rng.choice(scene.objects)
+        question = QUESTION.format(colour=target.colour, shape=target.shape)
+        base = {
+            "id": f"{scene.image_id}_p{j}",
+            "image": f"images/pretrain/{scene.image_id}.png",
+            "width": w,
+            "height": h,
+            "question": question,
+            "category": target.shape,
+        }
+        if rng.random() < cfg.direct_fraction:
+            rows.append({**base, "kind": "direct", "answer": target.pattern})
+            continue
+        for _ in range(50):
+            roll = rng.random()
+            if roll < 0.5:  # the target, its box jittered
+                b = target.box
+                dx, dy = rng.uniform(-0.25, 0.25) * b.width, rng.uniform(-0.25, 0.25) * b.height
+                s = rng.uniform(0.7, 1.4)
+                cx, cy = b.center[0] + dx, b.center[1] + dy
+                focus = Box(
+                    cx - s * b.width / 2, cy - s * b.height / 2, cx + s * b.width / 2, cy + s * b.height / 2
+                )
+            elif roll < 0.8 and len(scene.objects) > 1:  # another object
+                other = rng.choice([o for o in scene.objects if o is not target])
+                focus = other.box
+            else:  # anywhere
+                bw, bh = rng.uniform(0.05, 0.5) * w, rng.uniform(0.05, 0.5) * h
+                x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+                focus = Box(x1, y1, x1 + bw, y1 + bh)
+            focus = Box(
+                max(0.0, focus.x1), max(0.0, focus.y1), min(float(w), focus.x2), min(float(h), focus.y2)
+            )
+            region = crop_region(focus, scene.size, cfg.crop_min_side)
+            answer = crop_answer(target, region, cfg.readable_side)
+            if answer is not None:
+                rows.append(
+                    {
+                        **base,
+                        "kind": "crop",
+                        "focus": [round(v, 2) for v in focus.as_list()],
+                        "answer": answer,
+                    }
+                )
+                break
+    return rows
+
+
+def generate(out: str | Path, seed: int = 0, cfg: ZoomWorldConfig | None = None) -> dict[str, int]:
+    """Write every split under `out`; returns the number of rows per split."""
+    cfg = cfg or ZoomWorldConfig()
+    root = Path(out)
+    counts: dict[str, int] = {}
+    plan = {"sft": cfg.sft_questions, "rl": cfg.rl_questions, "test": cfg.test_questions}
+    for split in ("pretrain", "sft", "rl", "test"):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+        n = 0
+        while (split == "pretrain" and n < cfg.pretrain_images) or (
+            split != "pretrain" and len(rows) < plan[split]
+        ):
+            scene = make_scene(cfg, seed, f"{split}_{n:05d}")
+            n += 1
+            if not scene.objects:
+                continue
+            render(scene).save(root / "images" / split / f"{scene.image_id}.png", optimize=False)
+            if split == "pretrain":
+                rows += pretrain_rows(scene, cfg, seed)
+            else:
+                rng = _rng(seed, "questions", scene.image_id)
+                rows += question_rows(scene, split, rng, cfg.questions_per_image)[: plan[split] - len(rows)]
+        with (root / f"{split}.jsonl").open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        counts[split] = len(rows)
+    meta = {
+        "name": "zoomworld",
+        "version": VERSION,
+        "seed": seed,
+        "config": asdict(cfg),
+        "counts": counts,
+        "answers": list(ANSWERS),
+        "chance": 1 / len(PATTERNS),
+        "note": "gold boxes in rl.jsonl are for diagnostics only; training on rl must not read them",
+    }
+    (root / "zoomworld.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return counts

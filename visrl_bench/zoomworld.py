@@ -1,0 +1,146 @@
+"""ZoomWorld jobs: generate the data, pretrain the tiny base LMMs, and measure their baselines.
+
+The baselines are the checks that must hold before any focus learning is worth running (zoomworld-notes):
+direct answering near chance (the tile is unreadable without focus), answering from the gold-box crop near
+perfect, and random or centre crops far below it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig, generate
+
+ARCHS = ("llava", "qwen2_vl")
+MODES = ("direct", "gt_box", "random_box", "center_box")
+CHANCE = 100 / len(PATTERNS)
+DEFAULT_MODELS = Path("checkpoints") / "zoomworld"
+
+
+def check_baselines(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, bool]]:
+    """arch -> check -> passed, for the three properties the world is designed to have."""
+    checks = {}
+    for arch, modes in table.items():
+        acc = {m: modes[m]["accuracy"] for m in modes}
+        checks[arch] = {
+            "direct within 10 points of chance": abs(acc["direct"] - CHANCE) <= 10,
+            "gt_box >= 90%": acc["gt_box"] >= 90,
+            "random_box >= 30 points below gt_box": acc["gt_box"] - acc["random_box"] >= 30,
+            "center_box >= 30 points below gt_box": acc["gt_box"] - acc["center_box"] >= 30,
+        }
+    return checks
+
+
+def baselines_markdown(table: dict[str, dict[str, dict]], meta: dict[str, Any]) -> str:
+    def cell(m: dict) -> str:
+        lo, hi = m["accuracy_ci95"]
+        return f"{m['accuracy']:.1f} [{lo:.1f}, {hi:.1f}]"
+
+    archs = list(table)
+    lines = [
+        "# ZoomWorld baselines of the tiny base LMMs",
+        "",
+        f"Accuracy (%) on the ZoomWorld `test` split (n = {meta['n']} questions, seed {meta['seed']}), "
+        "with 95% bootstrap CIs. Chance is 25% (four tile patterns). Produced by `" + meta["command"] + "`.",
+        "",
+        "| mode | " + " | ".join(archs) + " |",
+        "|---|" + "---|" * len(archs),
+    ]
+    for mode in MODES:
+        lines.append(f"| {mode} | " + " | ".join(cell(table[a][mode]) for a in archs) + " |")
+    lines.append("| chance | " + " | ".join(f"{CHANCE:.1f}" for _ in archs) + " |")
+    lines += ["", "| check | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
+    checks = check_baselines(table)
+    for name in next(iter(checks.values())):
+        lines.append(
+            f"| {name} | " + " | ".join("yes" if checks[a][name] else "**no**" for a in archs) + " |"
+        )
+    lines += [
+        "",
+        "Modes: `direct` answers from the whole image; `gt_box` from the image plus the crop of the gold box "
+        "(the target object); `random_box` a seeded random box; `center_box` the middle half of the image. "
+        "The crop rule is ZoomWorld's (at least 96 px a side). Models: "
+        + ", ".join(f"`{a}` {meta['parameters'][a]:,} parameters" for a in archs)
+        + ".",
+        "",
+        "Timings: " + "; ".join(f"{k} {v}" for k, v in meta["timings"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_baselines(
+    out: Path,
+    models: Path,
+    work: Path,
+    from_scratch: bool,
+    seed: int = 0,
+    steps: int = 1200,
+    batch_size: int = 32,
+    config: ZoomWorldConfig | None = None,
+    progress: bool = True,
+    command: str = "visrl-bench zoomworld baselines",
+) -> dict[str, Any]:
+    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+    from visrl_bench.models import GenerationSettings
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
+
+    timings: dict[str, str] = {}
+    started = time.perf_counter()
+    data = work / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    generate(data, seed, config)
+    timings["data generation"] = f"{time.perf_counter() - started:.0f} s"
+    if from_scratch:
+        for arch in ARCHS:
+            t = time.perf_counter()
+            train(
+                PretrainConfig(
+                    arch=arch,
+                    data=str(data),
+                    out=str(models / arch),
+                    steps=steps,
+                    batch_size=batch_size,
+                    seed=seed,
+                ),
+                progress=progress,
+            )
+            timings[f"pretrain {arch}"] = f"{time.perf_counter() - t:.0f} s"
+    table: dict[str, dict[str, dict]] = {}
+    parameters = {}
+    t = time.perf_counter()
+    for arch in ARCHS:
+        table[arch] = {}
+        for mode in MODES:
+            cfg = EvalConfig(
+                model=str(models / arch),
+                tasks=[TaskSpec("zoomworld", str(data))],
+                mode=mode,
+                batch_size=32,
+                seed=seed,
+                generation=GenerationSettings(max_new_tokens=4),
+            )
+            results = evaluate(cfg, work / "runs" / f"{arch}-{mode}", overwrite=True, progress=progress)
+            table[arch][mode] = results["results"]["zoomworld"]
+            parameters[arch] = results["provenance"]["model"]["parameters"]
+    timings["eval (2 archs x 4 modes)"] = f"{time.perf_counter() - t:.0f} s"
+    timings["total"] = f"{time.perf_counter() - started:.0f} s"
+    meta = {
+        "n": table[ARCHS[0]]["direct"]["n"],
+        "seed": seed,
+        "command": command,
+        "timings": timings,
+        "parameters": parameters,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(baselines_markdown(table, meta))
+    out.with_suffix(".json").write_text(
+        json.dumps({"table": table, "checks": check_baselines(table), **meta}, indent=2, sort_keys=True)
+        + "\n"
+    )
+    return {"table": table, "checks": check_baselines(table), **meta}
