@@ -180,3 +180,57 @@ def test_generate_cli_with_config(tmp_path):
         app, ["zoomworld", "generate", "--out", str(tmp_path / "x"), "--config", str(config)]
     )
     assert result.exit_code == 2 and "unknown ZoomWorld config key(s): canvass" in result.stderr
+
+
+def test_baselines_table_and_checks():
+    from visrl_bench.zoomworld import baselines_markdown, check_baselines
+
+    def m(acc):
+        return {"accuracy": acc, "accuracy_ci95": [acc - 2, acc + 2]}
+
+    table = {
+        "llava": {"direct": m(24.0), "gt_box": m(99.0), "random_box": m(1.0), "center_box": m(0.0)},
+        "qwen2_vl": {"direct": m(40.0), "gt_box": m(85.0), "random_box": m(60.0), "center_box": m(10.0)},
+    }
+    checks = check_baselines(table)
+    assert all(checks["llava"].values())
+    assert checks["qwen2_vl"] == {
+        "direct within 10 points of chance": False,  # 40 is 15 above 25
+        "gt_box >= 90%": False,
+        "random_box >= 30 points below gt_box": False,  # 25 below
+        "center_box >= 30 points below gt_box": True,
+    }
+    meta = {
+        "n": 420,
+        "seed": 0,
+        "command": "visrl-bench zoomworld baselines",
+        "timings": {"total": "1 s"},
+        "parameters": {"llava": 10, "qwen2_vl": 20},
+        "crop_min_side": 32,
+    }
+    md = baselines_markdown(table, meta)
+    assert "| gt_box | 99.0 [97.0, 101.0] | 85.0 [83.0, 87.0] |" in md
+    assert "| gt_box >= 90% | yes | **no** |" in md and "n = 420" in md
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_path):
+    """The committed checkpoints (leaderboards/zoomworld_baselines.md) still behave on fresh questions."""
+    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+    from visrl_bench.models import GenerationSettings, load_model
+
+    checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "zoomworld" / arch
+    root = make_zoomworld(tmp_path / "zw", seed=123)
+    adapter = load_model(checkpoint)
+    accuracy = {}
+    for mode in ("gt_box", "center_box"):
+        cfg = EvalConfig(
+            model=str(checkpoint),
+            tasks=[TaskSpec("zoomworld", str(root), "rl")],
+            mode=mode,
+            batch_size=9,
+            generation=GenerationSettings(max_new_tokens=4),
+        )
+        results = evaluate(cfg, tmp_path / mode, adapter=adapter, progress=False)
+        accuracy[mode] = results["results"]["zoomworld"]["accuracy"]
+    assert accuracy["gt_box"] >= 75 and accuracy["center_box"] <= 25

@@ -54,7 +54,7 @@ class PretrainConfig:
     arch: str = "llava"
     data: str = ""  # a ZoomWorld folder
     out: str = ""
-    steps: int = 1200
+    steps: int = 900
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -64,7 +64,7 @@ class PretrainConfig:
     log_every: int = 25
     # perception first: reading a tile is learnable from positive crops alone, telling the target from other
     # objects ("none") only once tiles can be read (zoomworld-notes, round 2)
-    positive_only_steps: int = 200
+    positive_only_fraction: float = 0.25
     spec: dict[str, Any] = field(default_factory=dict)  # TinySpec overrides (tests use a smaller model)
 
 
@@ -168,7 +168,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.arch}", disable=not progress, dynamic_ncols=True)
         positives = [r for r in rows if r["answer"] != NONE]
         for step in bar:
-            pool = positives if step < cfg.positive_only_steps else rows
+            pool = positives if step < cfg.positive_only_fraction * cfg.steps else rows
             batch_rows = [pool[rng.randrange(len(pool))] for _ in range(cfg.batch_size)]
             pairs = [
                 build_example(
@@ -213,7 +213,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         "final_loss": round(sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :]), 5),
         "first_loss": round(losses[0], 5),
         "seconds": round(time.perf_counter() - started, 1),
-        "command": " ".join(sys.argv),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     save_checkpoint(model, processor, out, info)
     (out / "provenance.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

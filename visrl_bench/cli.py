@@ -301,7 +301,7 @@ def zoomworld_pretrain(
     arch: Annotated[str, typer.Option(help="llava | qwen2_vl")],
     data: Annotated[Path, typer.Option(help="A ZoomWorld folder (from `zoomworld generate`).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
-    steps: Annotated[int, typer.Option()] = 1200,
+    steps: Annotated[int, typer.Option()] = 900,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option()] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
@@ -339,7 +339,7 @@ def zoomworld_baselines(
         "runs/zoomworld"
     ),
     seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[int, typer.Option(help="Pretraining steps (with --from-scratch).")] = 1200,
+    steps: Annotated[int, typer.Option(help="Pretraining steps (with --from-scratch).")] = 900,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Measure direct / gt_box / random_box / center_box on ZoomWorld's test split for both base LMMs."""

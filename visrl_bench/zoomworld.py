@@ -63,7 +63,7 @@ def baselines_markdown(table: dict[str, dict[str, dict]], meta: dict[str, Any]) 
         "",
         "Modes: `direct` answers from the whole image; `gt_box` from the image plus the crop of the gold box "
         "(the target object); `random_box` a seeded random box; `center_box` the middle half of the image. "
-        "The crop rule is ZoomWorld's (at least 96 px a side). Models: "
+        f"Crops are at least {meta['crop_min_side']} px a side (ZoomWorld's rule). Models: "
         + ", ".join(f"`{a}` {meta['parameters'][a]:,} parameters" for a in archs)
         + ".",
         "",
@@ -79,7 +79,7 @@ def run_baselines(
     work: Path,
     from_scratch: bool,
     seed: int = 0,
-    steps: int = 1200,
+    steps: int = 900,
     batch_size: int = 32,
     config: ZoomWorldConfig | None = None,
     progress: bool = True,
@@ -136,6 +136,7 @@ def run_baselines(
         "command": command,
         "timings": timings,
         "parameters": parameters,
+        "crop_min_side": (config or ZoomWorldConfig()).crop_min_side,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(baselines_markdown(table, meta))

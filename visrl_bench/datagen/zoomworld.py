@@ -208,6 +208,18 @@ def question_rows(scene: Scene, split: str, rng: random.Random, k: int) -> list[
     return rows
 
 
+def _jitter(box: Box, rng: random.Random) -> Box:
+    """The box itself a quarter of the time, else rescaled (0.7-1.4x) and shifted (up to 25%)."""
+    if rng.random() < 0.25:
+        return box
+    dx, dy = rng.uniform(-0.25, 0.25) * box.width, rng.uniform(-0.25, 0.25) * box.height
+    s = rng.uniform(0.7, 1.4)
+    cx, cy = box.center[0] + dx, box.center[1] + dy
+    return Box(
+        cx - s * box.width / 2, cy - s * box.height / 2, cx + s * box.width / 2, cy + s * box.height / 2
+    )
+
+
 def pretrain_rows(scene: Scene, cfg: ZoomWorldConfig, seed: int) -> list[dict]:
     """Perception examples: a focus box (near the target, on another object, or anywhere) and the answer its
     crop supports under the eval crop rule; plus direct questions about the whole image."""
@@ -230,17 +242,11 @@ def pretrain_rows(scene: Scene, cfg: ZoomWorldConfig, seed: int) -> list[dict]:
             continue
         for _ in range(50):
             roll = rng.random()
-            if roll < 0.5:  # the target, its box jittered
-                b = target.box
-                dx, dy = rng.uniform(-0.25, 0.25) * b.width, rng.uniform(-0.25, 0.25) * b.height
-                s = rng.uniform(0.7, 1.4)
-                cx, cy = b.center[0] + dx, b.center[1] + dy
-                focus = Box(
-                    cx - s * b.width / 2, cy - s * b.height / 2, cx + s * b.width / 2, cy + s * b.height / 2
-                )
-            elif roll < 0.8 and len(scene.objects) > 1:  # another object
-                other = rng.choice([o for o in scene.objects if o is not target])
-                focus = other.box
+            if roll < 0.5:  # the target
+                focus = _jitter(target.box, rng)
+            elif roll < 0.8 and len(scene.objects) > 1:  # another object, boxed the same way: only the
+                # object tells a right crop from a wrong one, never the box's fit
+                focus = _jitter(rng.choice([o for o in scene.objects if o is not target]).box, rng)
             else:  # anywhere
                 bw, bh = rng.uniform(0.05, 0.5) * w, rng.uniform(0.05, 0.5) * h
                 x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
