@@ -159,6 +159,11 @@ class HFAdapter:
     def load_processor(self, path: Path):
         raise NotImplementedError
 
+    def load_tokenizer(self, path: Path):
+        return AutoTokenizer.from_pretrained(
+            path, local_files_only=True, trust_remote_code=self.trust_remote_code
+        )
+
     def prepare_image(self, image):
         return image.convert("RGB")
 
@@ -241,9 +246,7 @@ class LlavaAdapter(HFAdapter):
         from transformers.models.clip import CLIPImageProcessorPil
         from transformers.models.llava import LlavaProcessor
 
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, local_files_only=True, trust_remote_code=self.trust_remote_code
-        )
+        tokenizer = self.load_tokenizer(path)
         image_processor = CLIPImageProcessorPil.from_pretrained(path, local_files_only=True)
         cfg_path = path / "processor_config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
@@ -270,9 +273,7 @@ class Qwen2VLAdapter(HFAdapter):
     model_class = "Qwen2VLForConditionalGeneration"
 
     def load_processor(self, path: Path):
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, local_files_only=True, trust_remote_code=self.trust_remote_code
-        )
+        tokenizer = self.load_tokenizer(path)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True)
         return ImageOnlyQwenProcessor(image_processor, tokenizer, read_chat_template(path, tokenizer))
 
