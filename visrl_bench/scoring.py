@@ -18,7 +18,6 @@ from typing import Any
 from visrl_bench import __version__
 from visrl_bench.errors import DataError
 from visrl_bench.io import iter_jsonl
-from visrl_bench.registry import TASKS
 
 MAX_LISTED_IDS = 20
 
@@ -77,7 +76,7 @@ class ScoreReport:
 
     def results_json(self) -> dict[str, Any]:
         """results.json in the design's schema (lmms-eval-like)."""
-        metrics = {k: v for k, v in self.metrics.items()}
+        metrics = dict(self.metrics)
         return {
             "results": {
                 self.task: {
@@ -163,13 +162,6 @@ def score_task(task: Any, predictions: str | Path) -> ScoreReport:
         notes=dict(task.metric_notes),
         seconds=time.perf_counter() - started,
     )
-
-
-def score(
-    task_name: str, data: str | Path, predictions: str | Path, split: str | None = None, **options: Any
-) -> ScoreReport:
-    task = TASKS.build(task_name, data, split, **options)
-    return score_task(task, predictions)
 
 
 def write_report(report: ScoreReport, task: Any, out_dir: str | Path) -> list[Path]:
