@@ -72,6 +72,7 @@ class RefCOCO(BaseTask):
         "Please provide the bounding box coordinate of the region this sentence describes: {sentence}"
     )
     headline_metrics = ("acc@0.5", "acc@0.75", "miou")
+    reward_metric = "miou"  # graded: a closer box is a better trajectory, not just one over 0.5
     has_gold_boxes = True
     metric_notes: ClassVar[dict[str, str]] = {
         "acc@0.5": "share of sentences whose predicted box has IoU >= 0.5 with the gold box",

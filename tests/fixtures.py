@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -291,3 +292,39 @@ def _small_zoomworld():
     return ZoomWorldConfig(
         pretrain_images=12, pretrain_examples_per_image=8, sft_questions=6, rl_questions=9, test_questions=9
     )
+
+
+def make_pairs(root: Path, zoomworld: Path, convention: str = "norm1000", n: int = 6) -> Path:
+    """A `generate`-format pairs dir by hand: for each ZoomWorld question, the gold box (chosen) against a box
+    in the opposite corner (rejected), the gold answer against "none"."""
+    from PIL import Image
+
+    from visrl_bench.boxes import Box, as_convention, crop_region, format_box
+
+    conv = as_convention(convention)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "crops").mkdir(exist_ok=True)
+    rows = []
+    for i, line in enumerate((zoomworld / "sft.jsonl").read_text().splitlines()[:n]):
+        q = json.loads(line)
+        image = Image.open(zoomworld / q["image"]).convert("RGB")
+        w, h = image.size
+        gold = Box(*q["bbox"])
+        far = Box(w - gold.x2, h - gold.y2, w - gold.x1, h - gold.y1)
+        shutil.copy(zoomworld / q["image"], root / "images" / f"{i}.png")
+        crops = {}
+        for name, box in (("c", gold), ("r", far)):
+            region = crop_region(box, image.size, 32)
+            image.crop(tuple(int(v) for v in region.as_list())).save(root / "crops" / f"{i}{name}.png")
+            crops[name] = f"crops/{i}{name}.png"
+        base = {
+            "question_id": q["id"], "task": "zoomworld", "image": f"images/{i}.png", "question": q["question"],
+            "prompt": f"{q['question']} Answer with the pattern name, or none.",
+            "chosen_box": format_box(gold, conv, image.size), "rejected_box": format_box(far, conv, image.size),
+            "chosen_crop": crops["c"], "rejected_crop": crops["r"], "chosen_score": 1.0, "rejected_score": 0.0,
+            "chosen_iou": 1.0, "rejected_iou": 0.0, "chosen_answer": q["answer"], "rejected_answer": "none",
+        }
+        for step in ("box", "answer", "trajectory"):
+            rows.append({**base, "id": f"{q['id']}#{step}", "step": step})
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root

@@ -1,0 +1,255 @@
+"""The parts every recipe shares: configs as data, loading the policy through the eval adapter, LoRA on the
+language model only, TRL arguments, a CSV log, saving a checkpoint `eval` loads, merging LoRA.
+
+A recipe is a config dataclass plus a `run(cfg)`; `Recipe` binds them for the registry and the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visrl_bench.errors import DataError, VisrlError
+
+# LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
+# ["q_proj", ...] list would also hit LLaVA's CLIP layers (footguns.md)
+LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+VISION_PREFIXES = ("vision_tower", "visual")
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "config.json",
+                "generation_config.json", "adapter_config.json")
+
+
+@dataclass
+class TrainConfig:
+    """Options every recipe takes."""
+
+    model: str = ""  # a local checkpoint dir (what `eval` loads)
+    out: str = ""
+    arch: str | None = None
+    lora: bool = True  # False: full fine-tuning of the language model (+ projector)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: str = LM_LORA_TARGETS
+    train_vision: bool = False
+    lr: float = 2e-4
+    max_steps: int = -1  # > 0 overrides epochs
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    logging_steps: int = 5
+    save_steps: int = 0  # > 0: a resumable checkpoint every N steps
+    resume: bool = False  # continue from the newest checkpoint in `out`
+    activation_checkpointing: bool = False  # saves memory on big models; slower
+    report_to: str = "none"  # "tensorboard" too, when installed; the CSV log is always written
+    device: str = "auto"
+    progress: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Recipe:
+    name: str
+    config_class: type
+    run: Callable[..., Path]
+    description: str = ""
+
+
+def _coerce(value: Any, current: Any) -> Any:
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    parsed = yaml.safe_load(value)  # key=value text: "1e-4", "true", "[a, b]" read as YAML scalars
+    if isinstance(current, float) and isinstance(parsed, int):
+        return float(parsed)
+    return parsed
+
+
+def load_config(config_class: type, path: str | Path | None = None, overrides: list[str] | None = None,
+                **values: Any):
+    """YAML file, then `key=value` overrides, then keyword values -> the recipe's config dataclass.
+    Unknown keys are refused by name (a typo must not silently train with a default)."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(p, "config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise DataError(p, f"malformed YAML: {exc}", line=mark.line + 1 if mark else None) from None
+        if not isinstance(loaded, dict):
+            raise DataError(p, "a training config is a mapping of option: value")
+        data.update(loaded)
+    for item in overrides or []:
+        if "=" not in item:
+            raise VisrlError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        data[key.strip()] = value
+    data.update({k: v for k, v in values.items() if v is not None})
+    defaults = config_class()
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VisrlError(f"{source}: unknown option(s) {', '.join(unknown)} for {config_class.__name__}")
+    kwargs = {k: _coerce(v, getattr(defaults, k)) for k, v in data.items()}
+    return config_class(**kwargs)
+
+
+# --- the policy ------------------------------------------------------------------------------------------
+def load_policy(cfg: TrainConfig, path: str | None = None):
+    """The eval adapter for the checkpoint (its model, processor, image preparation and box convention),
+    with the vision tower frozen and LoRA attached as configured."""
+    from visrl_bench.models import load_model
+
+    adapter = load_model(path or cfg.model, cfg.arch, device=cfg.device)
+    model = adapter.model
+    model.train()
+    if not cfg.train_vision:
+        for name, param in model.named_parameters():
+            if any(f".{p}." in f".{name}" for p in VISION_PREFIXES):
+                param.requires_grad_(False)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_targets,
+            task_type="CAUSAL_LM",
+        )
+        adapter.model = get_peft_model(model, lora)
+    return adapter
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def trl_arguments(config_class, cfg: TrainConfig, **extra: Any):
+    """TRL's config (SFTConfig / DPOConfig) from ours; data handling stays with our collators."""
+    import torch
+
+    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    return config_class(
+        output_dir=cfg.out,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.epochs,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type="cosine",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+        save_only_model=False,  # optimizer + RNG states: a resumed run continues the same run
+        report_to=[] if cfg.report_to in ("none", "") else [cfg.report_to],
+        remove_unused_columns=False,
+        use_cpu=on_cpu,
+        bf16=not on_cpu and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=cfg.activation_checkpointing,
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
+class CSVLog:
+    """A TrainerCallback writing every log event to DIR/log.csv (columns grow as new keys appear)."""
+
+    def __new__(cls, path: Path):
+        from transformers import TrainerCallback
+
+        class _CSVLog(TrainerCallback):
+            def __init__(self):
+                self.path = path
+                self.rows: list[dict] = []
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if not logs or not state.is_world_process_zero:
+                    return
+                self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items()}})
+                keys: list[str] = []
+                for row in self.rows:
+                    keys += [k for k in row if k not in keys]
+                with self.path.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=keys)
+                    writer.writeheader()
+                    writer.writerows(self.rows)
+
+        return _CSVLog()
+
+
+def latest_checkpoint(out: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(out)
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def copy_processor_files(base: str | Path, out: str | Path) -> None:
+    """Tokenizer, processor and chat-template files of the base checkpoint (not its weights)."""
+    base, out = Path(base), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = {p.name for pattern in WEIGHT_FILES for p in base.glob(pattern)}
+    for f in base.iterdir():
+        if f.is_file() and f.name not in skip and not f.name.startswith(("loss", "provenance", "log")):
+            shutil.copy2(f, out / f.name)
+
+
+def save_model(model, base: str | Path, out: str | Path, info: dict[str, Any]) -> Path:
+    """A plain checkpoint `eval` loads: LoRA merged into the weights, the base's processor files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    copy_processor_files(base, out)
+    (out / "provenance.json").write_text(json.dumps(
+        {**info, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
+        indent=2, sort_keys=True, default=str) + "\n")
+    return out
+
+
+def export(adapter_dir: str | Path, base: str | Path, out: str | Path) -> Path:
+    """Merge a saved LoRA adapter into its base checkpoint: a plain checkpoint for `eval`."""
+    import transformers
+    from peft import PeftModel
+
+    from visrl_bench.models import MODELS, read_arch
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise DataError(adapter_dir, "no adapter_config.json: not a LoRA adapter directory")
+    arch = read_arch(base)
+    cls = getattr(transformers, MODELS.load(arch).model_class)
+    model = cls.from_pretrained(base, local_files_only=True, use_safetensors=True)
+    model = PeftModel.from_pretrained(model, adapter_dir)
+    return save_model(model, base, out, {"exported_from": str(adapter_dir), "base": str(base)})
+
+
+def write_summary(out: Path, info: dict[str, Any]) -> None:
+    (out / "train_summary.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")

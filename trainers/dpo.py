@@ -1,0 +1,171 @@
+"""`dpo`: trajectory-level DPO — one preference per question over the whole box -> crop -> answer trajectory.
+
+A trajectory's log-probability is that of its box turn plus that of its answer given its own crop (the two
+reply spans of one dialogue), so this is the ablation of step-DPO that does not tell the steps apart.
+
+`VisionDPOTrainer` is TRL's DPOTrainer with two changes, both about data, none about the loss:
+- batches come from our collator (`visrl_bench.training`): the same rendering and image preparation as eval;
+- the reference log-probs are computed once, before training, and carried as columns. TRL refuses
+  `precompute_ref_log_probs` for vision data (footguns.md); recomputing them every step would double the cost
+  and, with LoRA, tie the reference to the adapter-disabled model whatever the config says.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trl import DPOConfig, DPOTrainer
+
+from visrl_bench.errors import DataError
+from visrl_bench.io import iter_jsonl
+from visrl_bench.trainers.common import (
+    CSVLog,
+    Recipe,
+    TrainConfig,
+    latest_checkpoint,
+    load_policy,
+    save_model,
+    trainable_parameters,
+    trl_arguments,
+    write_summary,
+)
+from visrl_bench.training import ImageStore, StepPreferencePair, VisionBatcher, step_pair_from_row
+
+PAIRS_FILE = "pairs.jsonl"
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    pairs: str = ""  # a `visrl-bench generate` output dir
+    reference: str = "self"  # "self": the model as loaded (the previous round's); or a checkpoint dir
+    beta: float = 0.1
+    nll_weight: float = 0.0  # NLL on the chosen reply (TRL's "sft" loss term), keeps chosen likely
+    lr: float = 5e-5
+    epochs: float = 1.0
+
+
+def read_pairs(pairs_dir: str | Path, steps: tuple[str, ...]) -> list[dict]:
+    path = Path(pairs_dir) / PAIRS_FILE
+    rows = []
+    for lineno, row in iter_jsonl(path, "preference pairs"):
+        missing = [k for k in ("step", "image", "question", "prompt") if k not in row]
+        if missing:
+            raise DataError(path, f"pair lacks {', '.join(missing)}", line=lineno)
+        if row["step"] in steps:
+            rows.append(row)
+    if not rows:
+        raise DataError(path, f"no pairs for step(s) {', '.join(steps)}")
+    return rows
+
+
+class VisionDPOTrainer(DPOTrainer):
+    def __init__(self, *, batcher: VisionBatcher, images: ImageStore, ref_model=None, **kwargs: Any):
+        self.batcher, self.images = batcher, images
+        kwargs.setdefault("data_collator", self.collate)
+        super().__init__(ref_model=ref_model, **kwargs)
+        self.train_dataset = self.with_reference_logps(self.train_dataset)
+        self.precompute_ref_logps = True  # _compute_loss now reads the columns
+        self.ref_model = None  # not needed any more: free it
+
+    def pairs(self, rows: list[dict]) -> list[StepPreferencePair]:
+        return [step_pair_from_row(r, self.images) for r in rows]
+
+    def collate(self, rows: list[dict]) -> dict:
+        return self.batcher.preference(self.pairs(rows))
+
+    def with_reference_logps(self, dataset):
+        import torch
+
+        model = self.ref_model if self.ref_model is not None else self.model
+        was_training = model.training
+        model.eval()
+        chosen, rejected = [], []
+        size = self.args.per_device_train_batch_size
+        for start in range(0, len(dataset), size):
+            rows = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+            batch = self.batcher.preference(self.pairs(rows))
+            batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
+                     for k, v in batch.items()}
+            c, r = self.compute_ref_log_probs(model, batch)
+            chosen += c.float().cpu().tolist()
+            rejected += r.float().cpu().tolist()
+        model.train(was_training)
+        if "ref_chosen_logps" in dataset.column_names:
+            dataset = dataset.remove_columns(["ref_chosen_logps", "ref_rejected_logps"])
+        return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+
+def reference_model(cfg: DPOTrainConfig, adapter):
+    """None with LoRA and reference "self" (TRL disables the adapter: the model as loaded); otherwise a model."""
+    if cfg.reference == "self":
+        if cfg.lora:
+            return None
+        return copy.deepcopy(adapter.model).eval()
+    from visrl_bench.models import load_model
+
+    return load_model(cfg.reference, cfg.arch, device=cfg.device).model.eval()
+
+
+def run_dpo(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: str, **trainer_kwargs: Any) -> Path:
+    from datasets import Dataset
+
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_pairs(cfg.pairs, steps)
+    adapter = load_policy(cfg)
+    loss_type = ["sigmoid", "sft"] if cfg.nll_weight > 0 else ["sigmoid"]
+    args = trl_arguments(
+        DPOConfig,
+        cfg,
+        beta=cfg.beta,
+        loss_type=loss_type,
+        loss_weights=[1.0, cfg.nll_weight] if cfg.nll_weight > 0 else None,
+        max_length=None,
+        precompute_ref_log_probs=False,
+    )
+    trainer = trainer_class(
+        model=adapter.model,
+        ref_model=reference_model(cfg, adapter),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=adapter.processor,
+        batcher=VisionBatcher.for_adapter(adapter),
+        images=ImageStore(cfg.pairs),
+        callbacks=[CSVLog(out / "log.csv")],
+        **trainer_kwargs,
+    )
+    resume = latest_checkpoint(out) if cfg.resume else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    trained, total = trainable_parameters(adapter.model)
+    final = out / "final"
+    save_model(adapter.model, cfg.model, final, {"trainer": name, "config": cfg.as_dict()})
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    write_summary(out, {
+        "trainer": name,
+        "model": str(final),
+        "pairs": len(rows),
+        "by_step": {s: sum(1 for r in rows if r["step"] == s) for s in steps},
+        "steps": trainer.state.global_step,
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_loss": result.training_loss,
+        "log": history,
+        "trainable_parameters": trained,
+        "parameters": total,
+        "resumed_from": resume,
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": cfg.as_dict(),
+    })
+    return final
+
+
+def train(cfg: DPOTrainConfig) -> Path:
+    return run_dpo(cfg, ("trajectory",), VisionDPOTrainer, "dpo")
+
+
+RECIPE = Recipe("dpo", DPOTrainConfig, train, "trajectory-level DPO on `generate` pairs (TRL DPOTrainer)")

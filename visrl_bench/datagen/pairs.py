@@ -1,0 +1,442 @@
+"""`visrl-bench generate`: VisRL's self-evolution data — preference pairs the model makes and scores itself.
+
+For each question (no box annotation used): sample K boxes, crop each, answer from image + crop, and score
+every trajectory with the task's own metric (the reward). Then:
+- the diversity controller: a raised box temperature, random perturbation of sampled boxes, and a rejection
+  rule keeping candidates apart (IoU below a threshold); `diversity=false` switches all three off;
+- the difficulty filter: keep a question only when its outcomes are mixed (some right, some wrong);
+  `filter=false` keeps any question that yields a pair;
+- pairs: box step (chosen/rejected box; VisRL's rejected box does not overlap the chosen one when such a
+  candidate exists), answer step (a right vs a wrong answer, both given the chosen crop), trajectory.
+
+Gold boxes, where the task has them, are read only for diagnostics (IoU of chosen vs rejected boxes); they
+never take part in selection. When that IoU gap is not clearly positive, the reward carries no signal about
+where to look, and the output says so loudly (zoomworld-notes.md).
+
+Output dir: questions.jsonl (one record per question, appended per window: resumable), pairs.jsonl (one
+row per pair, rebuilt from questions.jsonl), images/ and crops/, stats.json. `datasets.load_dataset("json",
+data_files=DIR/pairs.jsonl)` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
+from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.models import ChatRequest, GenerationSettings
+from visrl_bench.reasoning import answer_step_messages, box_step_messages
+
+QUESTIONS_FILE = "questions.jsonl"
+PAIRS_FILE = "pairs.jsonl"
+STATS_FILE = "stats.json"
+CONFIG_FILE = "generate.json"
+WINDOW = 32  # questions per window: records are flushed per window, and sampling seeds are per window
+NO_SIGNAL_GAP = 0.05  # chosen-minus-rejected gold IoU below this: the reward says nothing about focus
+
+
+@dataclass
+class GenerateConfig:
+    model: str = ""
+    task: str = "zoomworld"
+    data: str = ""
+    split: str | None = "rl"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    out: str = ""
+    arch: str | None = None
+    k: int = 8  # box samples per question
+    temperature: float = 0.7  # box-step temperature without the diversity controller
+    answer_samples: int = 2  # answers per candidate crop (a box's reward is their mean score)
+    answer_temperature: float = 1.0  # used when answer_samples > 1; else greedy
+    # diversity controller
+    diversity: bool = True
+    diversity_temperature: float = 1.0
+    perturb_prob: float = 0.5  # chance a sampled box is jittered
+    perturb_scale: float = 0.15  # jitter of each side, as a fraction of the box's width/height
+    max_candidate_iou: float = 0.8  # a candidate this close to a kept one is dropped
+    rejected_no_overlap: bool = True  # prefer a rejected box that does not overlap the chosen one
+    # difficulty filter
+    filter: bool = True
+    right_threshold: float = 0.5  # a trajectory whose reward reaches this is "right"
+    min_right_fraction: float = 0.0  # keep when min < fraction of right candidates < max (strict)
+    max_right_fraction: float = 1.0
+    min_reward_gap: float = 0.5  # a pair needs chosen reward - rejected reward >= this
+    max_pairs_per_question: int = 2
+    limit: int | None = None
+    batch_size: int = 16
+    max_new_tokens: int = 32
+    crop_min_side: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    @property
+    def box_temperature(self) -> float:
+        return self.diversity_temperature if self.diversity else self.temperature
+
+
+@dataclass
+class Candidate:
+    text: str
+    box: Box | None
+    perturbed: bool = False
+    answers: list[str] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    gold_iou: float | None = None
+    crop: Any = None  # the second image the answer step saw
+
+    @property
+    def reward(self) -> float:
+        return sum(self.rewards) / len(self.rewards) if self.rewards else 0.0
+
+
+# --- the rules (pure functions: tested on hand-made score tables) ------------------------------------
+def perturb_box(box: Box, size: tuple[int, int], rng: random.Random, scale: float) -> Box:
+    w, h = box.x2 - box.x1, box.y2 - box.y1
+    x1 = box.x1 + rng.uniform(-scale, scale) * w
+    x2 = box.x2 + rng.uniform(-scale, scale) * w
+    y1 = box.y1 + rng.uniform(-scale, scale) * h
+    y2 = box.y2 + rng.uniform(-scale, scale) * h
+    W, H = size
+    x1, x2 = sorted((min(max(x1, 0.0), W), min(max(x2, 0.0), W)))
+    y1, y2 = sorted((min(max(y1, 0.0), H), min(max(y2, 0.0), H)))
+    return Box(x1, y1, max(x2, x1 + 1.0), max(y2, y1 + 1.0))
+
+
+def keep_apart(candidates: list[Candidate], max_iou: float) -> list[Candidate]:
+    """Drop a candidate whose box overlaps an already kept one by more than `max_iou` (same text counts as
+    the same box); at most one unparsable candidate is kept."""
+    kept: list[Candidate] = []
+    for c in candidates:
+        if c.box is None:
+            if not any(k.box is None for k in kept):
+                kept.append(c)
+            continue
+        if all(k.box is None or (iou(c.box, k.box) <= max_iou and k.text != c.text) for k in kept):
+            kept.append(c)
+    return kept
+
+
+def difficulty(rewards: list[float], cfg: GenerateConfig) -> tuple[str, float]:
+    """("all_right" | "all_wrong" | "mixed", fraction right)."""
+    right = sum(1 for r in rewards if r >= cfg.right_threshold)
+    frac = right / len(rewards) if rewards else 0.0
+    kind = "all_right" if right == len(rewards) else "all_wrong" if right == 0 else "mixed"
+    return kind, frac
+
+
+def keep_question(rewards: list[float], cfg: GenerateConfig) -> bool:
+    if not cfg.filter:
+        return True
+    kind, frac = difficulty(rewards, cfg)
+    return kind == "mixed" and cfg.min_right_fraction < frac < cfg.max_right_fraction
+
+
+def choose_pairs(candidates: list[Candidate], cfg: GenerateConfig) -> list[tuple[int, int]]:
+    """(chosen, rejected) candidate indices: best-rewarded first, each paired with a worse one whose reward
+    is at least `min_reward_gap` lower — one with no overlap with the chosen box when VisRL's rule is on
+    and such a box exists. Each candidate is used at most once per side."""
+    order = sorted(range(len(candidates)), key=lambda i: (-candidates[i].reward, i))
+    pairs: list[tuple[int, int]] = []
+    used_rejected: set[int] = set()
+    for ci in order:
+        if len(pairs) >= cfg.max_pairs_per_question:
+            break
+        chosen = candidates[ci]
+        if chosen.reward < cfg.right_threshold:
+            break
+        worse = [
+            j for j in reversed(order)
+            if j not in used_rejected and j != ci
+            and chosen.reward - candidates[j].reward >= cfg.min_reward_gap
+        ]
+        if not worse:
+            continue
+        pick = worse[0]
+        if cfg.diversity and cfg.rejected_no_overlap and chosen.box is not None:
+            apart = [j for j in worse if candidates[j].box is None or iou(chosen.box, candidates[j].box) == 0]
+            if apart:
+                pick = apart[0]
+        used_rejected.add(pick)
+        pairs.append((ci, pick))
+    return pairs
+
+
+def answer_pair(chosen: Candidate, rejected: Candidate, cfg: GenerateConfig) -> tuple[str, str, str] | None:
+    """(right answer, wrong answer, where the wrong one came from): a wrong answer sampled at the chosen
+    crop if there is one, else the rejected trajectory's (the reward is the question's, not the crop's)."""
+    right = [a for a, r in zip(chosen.answers, chosen.rewards, strict=True) if r >= cfg.right_threshold]
+    if not right:
+        return None
+    wrong_here = [a for a, r in zip(chosen.answers, chosen.rewards, strict=True)
+                  if r < cfg.right_threshold and a.strip() != right[0].strip()]
+    if wrong_here:
+        return right[0], wrong_here[0], "chosen_crop"
+    wrong_there = [a for a, r in zip(rejected.answers, rejected.rewards, strict=True)
+                   if r < cfg.right_threshold and a.strip() != right[0].strip()]
+    if wrong_there:
+        return right[0], wrong_there[0], "rejected_trajectory"
+    return None
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+def _rng(seed: int, sample_id: str) -> random.Random:
+    digest = hashlib.sha256(f"perturb:{seed}:{sample_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] + "_" + hashlib.sha1(
+        name.encode()).hexdigest()[:8]
+
+
+def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: int) -> list[dict]:
+    conv = adapter.box_convention
+    min_side = cfg.crop_min_side or task.default_crop_min_side
+    reward_key = getattr(task, "reward_metric", None) or task.headline_metrics[0]
+    live, records = [], {}
+    for position, sample in window:
+        try:
+            image = sample.load_image()
+        except DataError as exc:
+            records[position] = {"position": position, "id": sample.id, "error": str(exc)}
+            continue
+        live.append((position, sample, image, adapter.input_size(image)))
+    box_settings = GenerationSettings(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.box_temperature, num_return_sequences=cfg.k,
+        seed=cfg.seed + position0,
+    )
+    box_texts = adapter.generate(
+        [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live], box_settings,
+        max(1, cfg.batch_size // cfg.k),
+    )
+    per_question: list[list[Candidate]] = []
+    answer_requests = []
+    for (_, sample, image, resized), texts in zip(live, box_texts, strict=True):
+        rng = _rng(cfg.seed, sample.id)
+        cands = []
+        for text in texts:
+            parsed = parse_box(text, conv, image.size, resized)
+            cand = Candidate(text, parsed.box)
+            if cfg.diversity and parsed.box is not None and rng.random() < cfg.perturb_prob:
+                box = perturb_box(parsed.box, image.size, rng, cfg.perturb_scale)
+                cand = Candidate(format_box(box, conv, image.size, resized), box, perturbed=True)
+            cands.append(cand)
+        if cfg.diversity:
+            cands = keep_apart(cands, cfg.max_candidate_iou)
+        for c in cands:
+            if sample.gold_boxes and c.box is not None:
+                c.gold_iou = max(iou(c.box, g) for g in sample.gold_boxes)
+            elif sample.gold_boxes:
+                c.gold_iou = 0.0
+            region = crop_region(c.box, image.size, min_side) if c.box is not None else None
+            second = image.crop(tuple(int(v) for v in region.as_list())) if region else image
+            c.crop = second
+            answer_requests.append(ChatRequest(
+                answer_step_messages(sample.question, c.text, task.prompt(sample)), [image, second]))
+        per_question.append(cands)
+    answer_settings = GenerationSettings(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.answer_temperature if cfg.answer_samples > 1 else 0.0,
+        num_return_sequences=cfg.answer_samples,
+        seed=cfg.seed + position0 + 1,
+    )
+    answers = adapter.generate(answer_requests, answer_settings, max(1, cfg.batch_size // cfg.answer_samples))
+    it = iter(answers)
+    for (position, sample, image, resized), cands in zip(live, per_question, strict=True):
+        row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
+        for c in cands:
+            c.answers = next(it)
+            c.rewards = [float(task.score(sample, a, row)["scores"][reward_key]) for a in c.answers]
+        records[position] = _question_record(task, position, sample, image, cands, cfg, out)
+    return [records[p] for p, _ in window]
+
+
+def _question_record(task, position, sample, image, cands: list[Candidate], cfg, out: Path) -> dict:
+    rewards = [c.reward for c in cands]
+    kind, frac = difficulty(rewards, cfg)
+    kept = keep_question(rewards, cfg)
+    pairs = []
+    if kept:
+        stem = _safe(f"{task.name}_{sample.id}")
+        image_rel = f"images/{stem}.png"
+        saved_crops: dict[int, str] = {}
+
+        def crop_path(i: int) -> str:
+            if i not in saved_crops:
+                saved_crops[i] = f"crops/{stem}_{i}.png"
+                cands[i].crop.save(out / saved_crops[i])
+            return saved_crops[i]
+
+        chosen_pairs = choose_pairs(cands, cfg)
+        if chosen_pairs:
+            image.save(out / image_rel)
+        for n, (ci, ri) in enumerate(chosen_pairs):
+            c, r = cands[ci], cands[ri]
+            base = {
+                "question_id": sample.id, "task": task.name, "image": image_rel, "question": sample.question,
+                "prompt": task.prompt(sample), "chosen_box": c.text, "rejected_box": r.text,
+                "chosen_crop": crop_path(ci), "rejected_crop": crop_path(ri),
+                "chosen_score": c.reward, "rejected_score": r.reward,
+                "chosen_iou": c.gold_iou, "rejected_iou": r.gold_iou,
+            }
+            pairs.append({**base, "id": f"{sample.id}#box{n}", "step": "box",
+                          "chosen_answer": c.answers[0], "rejected_answer": r.answers[0]})
+            answer = answer_pair(c, r, cfg)
+            if answer:
+                pairs.append({**base, "id": f"{sample.id}#answer{n}", "step": "answer",
+                              "chosen_answer": answer[0], "rejected_answer": answer[1],
+                              "rejected_answer_source": answer[2]})
+            right = [a for a, s in zip(c.answers, c.rewards, strict=True) if s >= cfg.right_threshold]
+            pairs.append({**base, "id": f"{sample.id}#trajectory{n}", "step": "trajectory",
+                          "chosen_answer": right[0] if right else c.answers[0],
+                          "rejected_answer": r.answers[int(min(range(len(r.rewards)), key=r.rewards.__getitem__))]})
+    return {
+        "position": position,
+        "id": sample.id,
+        "difficulty": kind,
+        "right_fraction": frac,
+        "kept": kept and bool(pairs),
+        "candidates": [
+            {"text": c.text, "box": c.box.as_list() if c.box else None, "perturbed": c.perturbed,
+             "answers": c.answers, "rewards": c.rewards, "reward": c.reward, "gold_iou": c.gold_iou}
+            for c in cands
+        ],
+        "pairs": pairs,
+    }
+
+
+def _read_done(path: Path) -> list[dict]:
+    from visrl_bench.evaluate import read_records
+
+    return read_records(path, repair=True)
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def summarize(records: list[dict], cfg: GenerateConfig) -> dict[str, Any]:
+    ok = [r for r in records if "error" not in r]
+    pairs = [p for r in ok for p in r["pairs"]]
+    box_pairs = [p for p in pairs if p["step"] == "box"]
+    chosen_iou = [p["chosen_iou"] for p in box_pairs if p["chosen_iou"] is not None]
+    rejected_iou = [p["rejected_iou"] for p in box_pairs if p["rejected_iou"] is not None]
+    all_cands = [c for r in ok for c in r["candidates"]]
+    right_iou = [c["gold_iou"] for c in all_cands if c["gold_iou"] is not None
+                 and c["reward"] >= cfg.right_threshold]
+    wrong_iou = [c["gold_iou"] for c in all_cands if c["gold_iou"] is not None
+                 and c["reward"] < cfg.right_threshold]
+    stats: dict[str, Any] = {
+        "questions_seen": len(records),
+        "errors": len(records) - len(ok),
+        "kept": sum(1 for r in ok if r["kept"]),
+        "all_right": sum(1 for r in ok if r["difficulty"] == "all_right"),
+        "all_wrong": sum(1 for r in ok if r["difficulty"] == "all_wrong"),
+        "mixed": sum(1 for r in ok if r["difficulty"] == "mixed"),
+        "candidates_per_question": _mean([float(len(r["candidates"])) for r in ok]),
+        "pairs": {s: sum(1 for p in pairs if p["step"] == s) for s in ("box", "answer", "trajectory")},
+        "mean_chosen_score": _mean([p["chosen_score"] for p in box_pairs]),
+        "mean_rejected_score": _mean([p["rejected_score"] for p in box_pairs]),
+        "mean_candidate_reward": _mean([c["reward"] for c in all_cands]),
+        "gold_iou": {
+            "chosen": _mean(chosen_iou),
+            "rejected": _mean(rejected_iou),
+            "right_candidates": _mean(right_iou),
+            "wrong_candidates": _mean(wrong_iou),
+        },
+    }
+    if chosen_iou and rejected_iou:
+        gap = _mean(chosen_iou) - _mean(rejected_iou)
+        stats["gold_iou"]["gap"] = round(gap, 6)
+        stats["focus_signal"] = gap >= NO_SIGNAL_GAP
+    return stats
+
+
+def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite: bool = False) -> dict:
+    from tqdm.auto import tqdm
+
+    from visrl_bench.models import load_model
+    from visrl_bench.registry import TASKS
+
+    if cfg.k < 2:
+        raise VisrlError("k must be at least 2: a pair needs two trajectories")
+    task = TASKS.build(cfg.task, cfg.data, cfg.split, seed=cfg.seed, **cfg.task_options)
+    out = Path(cfg.out)
+    identity = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "progress", "limit", "out")}
+    identity["model"] = str(Path(cfg.model).resolve())
+    identity["data"] = str(Path(cfg.data).resolve())
+    if (out / CONFIG_FILE).is_file() and not overwrite:
+        if not resume:
+            raise VisrlError(f"{out} already holds generated data; pass --resume to continue or --overwrite")
+        before = json.loads((out / CONFIG_FILE).read_text())
+        changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+        if changed:
+            raise VisrlError(f"{out}: cannot resume with different settings ({', '.join(changed)})")
+    elif overwrite and out.exists():
+        for name in (QUESTIONS_FILE, PAIRS_FILE, STATS_FILE, CONFIG_FILE):
+            (out / name).unlink(missing_ok=True)
+    for sub in ("images", "crops"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    if adapter is None:
+        adapter = load_model(cfg.model, cfg.arch, device=cfg.device)
+    done = _read_done(out / QUESTIONS_FILE)
+    done_positions = {r["position"] for r in done}
+    started = time.perf_counter()
+    total = task.count() if hasattr(task, "count") else None
+    if cfg.limit is not None:
+        total = min(total, cfg.limit) if total is not None else cfg.limit
+    bar = tqdm(total=total, initial=len(done_positions), desc=f"generate {task.name}", unit="q",
+               disable=not cfg.progress, dynamic_ncols=True)
+    window: list = []
+    with (out / QUESTIONS_FILE).open("a", encoding="utf-8") as sink:
+
+        def flush(window):
+            first = window[0][0]
+            for rec in _window(task, window, adapter, cfg, out, first):
+                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            bar.update(len(window))
+
+        for position, sample in enumerate(task.samples()):
+            if cfg.limit is not None and position >= cfg.limit:
+                break
+            if position in done_positions:
+                continue
+            # windows are aligned to multiples of WINDOW, so a resumed run samples with the same seeds
+            if window and position // WINDOW != window[0][0] // WINDOW:
+                flush(window)
+                window = []
+            window.append((position, sample))
+        if window:
+            flush(window)
+    bar.close()
+    records = sorted(_read_done(out / QUESTIONS_FILE), key=lambda r: r["position"])
+    with (out / PAIRS_FILE).open("w", encoding="utf-8") as f:
+        for r in records:
+            for p in r.get("pairs", []):
+                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    stats = summarize(records, cfg)
+    stats["seconds_this_run"] = round(time.perf_counter() - started, 1)
+    stats["model"] = adapter.describe()
+    stats["config"] = asdict(cfg)
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    if stats.get("focus_signal") is False:
+        print(
+            f"\n!!! WARNING: chosen boxes are no closer to the gold box than rejected ones (mean IoU "
+            f"{stats['gold_iou']['chosen']} vs {stats['gold_iou']['rejected']}): the reward carries no signal "
+            "about where to look, and DPO on these pairs will only add noise. Check the answer step first "
+            "(gold-crop accuracy) and that SFT boxes are partly right. !!!\n",
+            file=sys.stderr,
+        )
+    return stats
