@@ -69,13 +69,20 @@ class Recipe:
     description: str = ""
 
 
-def _coerce(value: Any, current: Any) -> Any:
-    if not isinstance(value, str) or isinstance(current, str):
-        return value
-    parsed = yaml.safe_load(value)  # key=value text: "1e-4", "true", "[a, b]" read as YAML scalars
-    if isinstance(current, float) and isinstance(parsed, int):
-        return float(parsed)
-    return parsed
+def _coerce(key: str, value: Any, current: Any) -> Any:
+    if isinstance(value, str) and not isinstance(current, str):
+        value = yaml.safe_load(value)  # key=value text: "true", "3", "[a, b]" read as YAML scalars
+    # YAML 1.1 reads "1e-4" (no dot) as text: a numeric option takes it as a number
+    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise VisrlError(f"option {key} takes a number, got {value!r}") from None
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise VisrlError(f"option {key} takes true or false, got {value!r}")
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 def load_config(config_class: type, path: str | Path | None = None, overrides: list[str] | None = None,
@@ -108,7 +115,7 @@ def load_config(config_class: type, path: str | Path | None = None, overrides: l
     unknown = sorted(set(data) - known)
     if unknown:
         raise VisrlError(f"{source}: unknown option(s) {', '.join(unknown)} for {config_class.__name__}")
-    kwargs = {k: _coerce(v, getattr(defaults, k)) for k, v in data.items()}
+    kwargs = {k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()}
     return config_class(**kwargs)
 
 
@@ -203,11 +210,21 @@ class CSVLog:
         return _CSVLog()
 
 
-def latest_checkpoint(out: str | Path) -> str | None:
+def resume_point(cfg: TrainConfig, model) -> str | None:
+    """The newest checkpoint in `out` (with `resume`), its full-model weights already in `model`.
+
+    Trainer's own resume reads model.safetensors with load_state_dict, but transformers saves LLaVA and
+    Qwen-VL under their original checkpoint key names: every key misses and the run would silently restart
+    from the base weights. `from_pretrained` applies the key mapping; a LoRA checkpoint (adapter only)
+    is left to Trainer, whose adapter loading is unaffected."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    out = Path(out)
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+    out = Path(cfg.out)
+    checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    if checkpoint and not hasattr(model, "peft_config"):
+        saved = type(model).from_pretrained(checkpoint, local_files_only=True, dtype=model.dtype)
+        model.load_state_dict(saved.state_dict())
+    return checkpoint
 
 
 def copy_processor_files(base: str | Path, out: str | Path) -> None:

@@ -19,20 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from trl import DPOConfig, DPOTrainer
-
-from visrl_bench.errors import DataError
-from visrl_bench.io import iter_jsonl
 from visrl_bench.trainers.common import (
     CSVLog,
     Recipe,
     TrainConfig,
-    latest_checkpoint,
     load_policy,
+    resume_point,
     save_model,
     trainable_parameters,
     trl_arguments,
     write_summary,
 )
+
+from visrl_bench.errors import DataError
+from visrl_bench.io import iter_jsonl
 from visrl_bench.training import ImageStore, StepPreferencePair, VisionBatcher, step_pair_from_row
 
 PAIRS_FILE = "pairs.jsonl"
@@ -110,10 +110,10 @@ def reference_model(cfg: DPOTrainConfig, adapter):
     return load_model(cfg.reference, cfg.arch, device=cfg.device).model.eval()
 
 
-def run_dpo(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: str, **trainer_kwargs: Any) -> Path:
+def build_trainer(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, **trainer_kwargs: Any):
+    """(trainer, rows, adapter): the policy loaded, the reference log-probs already computed."""
     from datasets import Dataset
 
-    started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_pairs(cfg.pairs, steps)
@@ -139,7 +139,14 @@ def run_dpo(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: st
         callbacks=[CSVLog(out / "log.csv")],
         **trainer_kwargs,
     )
-    resume = latest_checkpoint(out) if cfg.resume else None
+    return trainer, rows, adapter
+
+
+def run_dpo(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: str, **trainer_kwargs: Any) -> Path:
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    trainer, rows, adapter = build_trainer(cfg, steps, trainer_class, **trainer_kwargs)
+    resume = resume_point(cfg, adapter.model)
     result = trainer.train(resume_from_checkpoint=resume)
     trained, total = trainable_parameters(adapter.model)
     final = out / "final"

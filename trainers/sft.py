@@ -17,13 +17,14 @@ from visrl_bench.trainers.common import (
     CSVLog,
     Recipe,
     TrainConfig,
-    latest_checkpoint,
     load_policy,
+    resume_point,
     save_model,
     trainable_parameters,
     trl_arguments,
     write_summary,
 )
+
 from visrl_bench.training import Completion, VisionBatcher, sft_completions
 
 
@@ -81,7 +82,7 @@ def train(cfg: SFTConfig) -> Path:
         processing_class=adapter.processor,
         callbacks=[CSVLog(out / "log.csv")],
     )
-    resume = latest_checkpoint(out) if cfg.resume else None
+    resume = resume_point(cfg, adapter.model)
     result = trainer.train(resume_from_checkpoint=resume)
     trained, total = trainable_parameters(adapter.model)
     final = out / "final"

@@ -363,6 +363,77 @@ def zoomworld_baselines(
         typer.echo("checks that did not hold: " + "; ".join(failed), err=True)
 
 
+@app.command(
+    "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def train_command(
+    ctx: typer.Context,
+    trainer: Annotated[str, typer.Option(help="A registered trainer: sft, dpo, step_dpo, visrl.")],
+    config: Annotated[Path | None, typer.Option(help="YAML of the trainer's options.")] = None,
+) -> None:
+    """Run a trainer recipe: options from --config YAML, then `key=value` arguments (which win).
+
+    Example: visrl-bench train --trainer sft --config sft.yaml model=ckpt/base out=runs/sft lr=1e-4
+    """
+    from visrl_bench.registry import TRAINERS
+    from visrl_bench.trainers.common import load_config
+
+    try:
+        recipe = TRAINERS.load(trainer)
+        cfg = load_config(recipe.config_class, config, list(ctx.args))
+        missing = [k for k in ("model", "out") if hasattr(cfg, k) and not getattr(cfg, k)]
+        if missing:
+            raise VisrlError(f"trainer {trainer!r} needs {' and '.join(missing)} (key=value or in --config)")
+        path = recipe.run(cfg)
+    except VisrlError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
+@app.command(
+    "generate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def generate_command(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="YAML of GenerateConfig options.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same dir.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace what the dir holds.")] = False,
+) -> None:
+    """Self-evolution data: K trajectories per question, scored by the task's metric, filtered, paired.
+
+    Example: visrl-bench generate model=runs/sft/final task=zoomworld data=zw split=rl out=runs/gen k=8
+    """
+    from visrl_bench.datagen.pairs import GenerateConfig, generate
+    from visrl_bench.trainers.common import load_config
+
+    try:
+        cfg = load_config(GenerateConfig, config, list(ctx.args))
+        missing = [k for k in ("model", "data", "out") if not getattr(cfg, k)]
+        if missing:
+            raise VisrlError(f"generate needs {', '.join(missing)} (key=value or in --config)")
+        stats = generate(cfg, resume=resume, overwrite=overwrite)
+    except VisrlError as exc:
+        _fail(str(exc))
+    shown = {k: v for k, v in stats.items() if k not in ("config", "model")}
+    typer.echo(json.dumps(shown, indent=2))
+
+
+@app.command("export")
+def export_command(
+    adapter: Annotated[Path, typer.Option(help="A saved LoRA adapter dir (adapter_config.json).")],
+    base: Annotated[Path, typer.Option(help="The checkpoint the adapter was trained on.")],
+    out: Annotated[Path, typer.Option(help="Where the merged checkpoint goes.")],
+) -> None:
+    """Merge a LoRA adapter into its base: a plain checkpoint that `eval` loads."""
+    from visrl_bench.trainers.common import export
+
+    try:
+        path = export(adapter, base, out)
+    except VisrlError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app()

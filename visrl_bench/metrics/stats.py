@@ -55,3 +55,16 @@ def add_metric(metrics: dict, name: str, value: float, ci: Sequence[float]) -> N
     """Every headline metric travels with `<name>_ci95`."""
     metrics[name] = round(float(value), 6)
     metrics[f"{name}_ci95"] = [round(float(ci[0]), 6), round(float(ci[1]), 6)]
+
+
+def paired_difference_percent(
+    after: Sequence[float], before: Sequence[float], seed: int = DEFAULT_SEED,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> tuple[float, list[float]]:
+    """Mean per-sample gain (after - before, same samples in the same order) in percent, with the 95%
+    bootstrap CI of that mean: resampling questions keeps each question's two scores together, which is
+    what makes the interval much tighter than comparing two independent CIs."""
+    a, b = np.asarray(after, dtype=float), np.asarray(before, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same samples: {a.shape} vs {b.shape}")
+    return mean_ci_percent(a - b, seed=seed, n_resamples=n_resamples)
