@@ -318,11 +318,21 @@ def make_pairs(root: Path, zoomworld: Path, convention: str = "norm1000", n: int
             image.crop(tuple(int(v) for v in region.as_list())).save(root / "crops" / f"{i}{name}.png")
             crops[name] = f"crops/{i}{name}.png"
         base = {
-            "question_id": q["id"], "task": "zoomworld", "image": f"images/{i}.png", "question": q["question"],
+            "question_id": q["id"],
+            "task": "zoomworld",
+            "image": f"images/{i}.png",
+            "question": q["question"],
             "prompt": f"{q['question']} Answer with the pattern name, or none.",
-            "chosen_box": format_box(gold, conv, image.size), "rejected_box": format_box(far, conv, image.size),
-            "chosen_crop": crops["c"], "rejected_crop": crops["r"], "chosen_score": 1.0, "rejected_score": 0.0,
-            "chosen_iou": 1.0, "rejected_iou": 0.0, "chosen_answer": q["answer"], "rejected_answer": "none",
+            "chosen_box": format_box(gold, conv, image.size),
+            "rejected_box": format_box(far, conv, image.size),
+            "chosen_crop": crops["c"],
+            "rejected_crop": crops["r"],
+            "chosen_score": 1.0,
+            "rejected_score": 0.0,
+            "chosen_iou": 1.0,
+            "rejected_iou": 0.0,
+            "chosen_answer": q["answer"],
+            "rejected_answer": "none",
         }
         for step in ("box", "answer", "trajectory"):
             rows.append({**base, "id": f"{q['id']}#{step}", "step": step})

@@ -1,4 +1,4 @@
-"""The generator's rules on hand-made score tables: difficulty filter, pair choice, answer pairs, diversity."""
+"""The generator's rules on hand-made score tables: difficulty filter, pairs, answer pairs, diversity."""
 
 from __future__ import annotations
 
@@ -53,8 +53,12 @@ def test_filter_thresholds_narrow_the_mixed_band():
 
 
 def test_pairs_best_against_worst_with_gap():
-    cands = [cand(0.0, (0, 0, 10, 10)), cand(1.0, (50, 50, 60, 60)), cand(0.5, (52, 52, 62, 62)),
-             cand(1.0, (20, 20, 30, 30))]
+    cands = [
+        cand(0.0, (0, 0, 10, 10)),
+        cand(1.0, (50, 50, 60, 60)),
+        cand(0.5, (52, 52, 62, 62)),
+        cand(1.0, (20, 20, 30, 30)),
+    ]
     cfg = GenerateConfig(max_pairs_per_question=3, rejected_no_overlap=False)
     # chosen in reward order (ties by index): 1, 3; rejected from the worst up: 0, then 2 (gap 0.5 >= 0.5)
     assert choose_pairs(cands, cfg) == [(1, 0), (3, 2)]
@@ -86,7 +90,11 @@ def test_answer_pair_prefers_a_wrong_answer_at_the_chosen_crop():
     rejected = cand(0.0, answers=["black-white"], rewards=[0.0])
     assert answer_pair(chosen, rejected, GenerateConfig()) == ("red-cyan", "none", "chosen_crop")
     chosen = cand(1.0, answers=["red-cyan", "red-cyan"], rewards=[1.0, 1.0])
-    assert answer_pair(chosen, rejected, GenerateConfig()) == ("red-cyan", "black-white", "rejected_trajectory")
+    assert answer_pair(chosen, rejected, GenerateConfig()) == (
+        "red-cyan",
+        "black-white",
+        "rejected_trajectory",
+    )
     same = cand(0.0, answers=["red-cyan"], rewards=[0.0])  # graded wrong, but the same text: no pair
     assert answer_pair(chosen, same, GenerateConfig()) is None
 
@@ -110,14 +118,29 @@ def test_perturbed_boxes_stay_inside_and_move():
 
 def test_summary_counts_and_focus_signal():
     def pair(step, ci, ri):
-        return {"step": step, "chosen_iou": ci, "rejected_iou": ri, "chosen_score": 1.0, "rejected_score": 0.0}
+        return {
+            "step": step,
+            "chosen_iou": ci,
+            "rejected_iou": ri,
+            "chosen_score": 1.0,
+            "rejected_score": 0.0,
+        }
 
     records = [
-        {"position": 0, "difficulty": "mixed", "kept": True,
-         "candidates": [{"reward": 1.0, "gold_iou": 0.6}, {"reward": 0.0, "gold_iou": 0.0}],
-         "pairs": [pair("box", 0.6, 0.0), pair("answer", 0.6, 0.0), pair("trajectory", 0.6, 0.0)]},
-        {"position": 1, "difficulty": "all_wrong", "kept": False,
-         "candidates": [{"reward": 0.0, "gold_iou": 0.1}], "pairs": []},
+        {
+            "position": 0,
+            "difficulty": "mixed",
+            "kept": True,
+            "candidates": [{"reward": 1.0, "gold_iou": 0.6}, {"reward": 0.0, "gold_iou": 0.0}],
+            "pairs": [pair("box", 0.6, 0.0), pair("answer", 0.6, 0.0), pair("trajectory", 0.6, 0.0)],
+        },
+        {
+            "position": 1,
+            "difficulty": "all_wrong",
+            "kept": False,
+            "candidates": [{"reward": 0.0, "gold_iou": 0.1}],
+            "pairs": [],
+        },
         {"position": 2, "id": "x", "error": "image file not found"},
     ]
     stats = summarize(records, GenerateConfig())

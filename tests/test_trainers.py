@@ -1,4 +1,4 @@
-"""Trainer recipes on tiny models: each lowers its loss; step-DPO's loss is the weighted sum of two DPO losses;
+"""Trainer recipes on tiny models: each lowers its loss; step-DPO = the weighted sum of two DPO losses;
 resume continues the same run; LoRA export gives the same model; the CLI runs a recipe."""
 
 from __future__ import annotations
@@ -44,8 +44,18 @@ def test_sft_lowers_loss_and_saves_an_eval_checkpoint(arch, tiny_checkpoints, zo
     from visrl_bench.reasoning import box_step_messages
 
     out = tmp_path / "sft"
-    final = train(SFTConfig(model=str(tiny_checkpoints[arch]), out=str(out), data=str(zoomworld), lr=1e-2,
-                            max_steps=8, batch_size=4, logging_steps=1, progress=False))
+    final = train(
+        SFTConfig(
+            model=str(tiny_checkpoints[arch]),
+            out=str(out),
+            data=str(zoomworld),
+            lr=1e-2,
+            max_steps=8,
+            batch_size=4,
+            logging_steps=1,
+            progress=False,
+        )
+    )
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["rows"] == 12  # 6 annotated questions x (box step, answer step)
     assert summary["final_loss"] < summary["first_loss"]
@@ -55,8 +65,10 @@ def test_sft_lowers_loss_and_saves_an_eval_checkpoint(arch, tiny_checkpoints, zo
     assert not any("lora" in n for n, _ in adapter.model.named_parameters())
     from PIL import Image
 
-    text = adapter.generate([ChatRequest(box_step_messages("q?"), [Image.new("RGB", (64, 48))])],
-                            GenerationSettings(max_new_tokens=4))
+    text = adapter.generate(
+        [ChatRequest(box_step_messages("q?"), [Image.new("RGB", (64, 48))])],
+        GenerationSettings(max_new_tokens=4),
+    )
     assert isinstance(text[0][0], str)
 
 
@@ -68,9 +80,16 @@ def test_dpo_recipes_lower_their_loss(trainer, arch, tiny_checkpoints, pairs, tm
 
     recipe = TRAINERS.load(trainer)
     out = tmp_path / trainer
-    cfg = load_config(recipe.config_class, None, ["lora=false", "lr=1e-2", "max_steps=6", "logging_steps=1"],
-                      model=str(tiny_checkpoints[arch]), pairs=str(pairs[arch]), out=str(out), batch_size=4,
-                      progress=False)
+    cfg = load_config(
+        recipe.config_class,
+        None,
+        ["lora=false", "lr=1e-2", "max_steps=6", "logging_steps=1"],
+        model=str(tiny_checkpoints[arch]),
+        pairs=str(pairs[arch]),
+        out=str(out),
+        batch_size=4,
+        progress=False,
+    )
     recipe.run(cfg)
     losses = _losses(out)
     assert losses[0] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 0: log 2
@@ -86,8 +105,11 @@ def test_dpo_recipes_lower_their_loss(trainer, arch, tiny_checkpoints, pairs, tm
 
 def _completion_logps(model, batch) -> torch.Tensor:
     """Sum of log p(token) over the completion tokens, from the logits: the test's own computation."""
-    inputs = {k: v for k, v in batch.items() if k not in ("completion_mask", "ref_chosen_logps",
-                                                          "ref_rejected_logps")}
+    inputs = {
+        k: v
+        for k, v in batch.items()
+        if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")
+    }
     logits = model(**inputs).logits[:, :-1].float()
     targets = batch["input_ids"][:, 1:]
     mask = batch["completion_mask"][:, 1:].float()
@@ -110,10 +132,19 @@ def test_step_dpo_loss_is_the_weighted_sum_of_two_dpo_losses(tmp_path, pairs):
 
     policy_dir = build_tiny("qwen2_vl", tmp_path / "policy", seed=1)
     reference_dir = build_tiny("qwen2_vl", tmp_path / "reference", seed=2)  # same tokenizer, other weights
-    cfg = StepDPOConfig(model=str(policy_dir), reference=str(reference_dir), pairs=str(pairs["qwen2_vl"]),
-                        out=str(tmp_path / "out"), lora=False, beta=0.3, batch_size=4, progress=False)
-    trainer, _, adapter = build_trainer(cfg, ("box", "answer"), StepDPOTrainer,
-                                        step_weights={"box": 0.3, "answer": 0.7})
+    cfg = StepDPOConfig(
+        model=str(policy_dir),
+        reference=str(reference_dir),
+        pairs=str(pairs["qwen2_vl"]),
+        out=str(tmp_path / "out"),
+        lora=False,
+        beta=0.3,
+        batch_size=4,
+        progress=False,
+    )
+    trainer, _, adapter = build_trainer(
+        cfg, ("box", "answer"), StepDPOTrainer, step_weights={"box": 0.3, "answer": 0.7}
+    )
     reference = load_model(reference_dir).model.eval()
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     batch = trainer.collate(rows[:8])
@@ -126,7 +157,9 @@ def test_step_dpo_loss_is_the_weighted_sum_of_two_dpo_losses(tmp_path, pairs):
             assert torch.allclose(batch[step]["ref_chosen_logps"], rc, atol=1e-4)
             assert torch.allclose(batch[step]["ref_rejected_logps"], rr, atol=1e-4)
         got = trainer.compute_loss(policy, batch)
-        want = 0.3 * _dpo(policy, reference, batch["box"], 0.3) + 0.7 * _dpo(policy, reference, batch["answer"], 0.3)
+        want = 0.3 * _dpo(policy, reference, batch["box"], 0.3) + 0.7 * _dpo(
+            policy, reference, batch["answer"], 0.3
+        )
     assert got.item() == pytest.approx(want.item(), rel=1e-4, abs=1e-5)
     assert abs(want.item() - 0.6931) > 1e-3  # different policy and reference: not the trivial log 2
 
@@ -136,8 +169,18 @@ def test_resume_after_interruption_continues_the_same_run(tiny_checkpoints, zoom
     from visrl_bench.trainers.sft import SFTConfig, train
 
     def cfg(out, **kw):
-        return SFTConfig(model=str(tiny_checkpoints["llava"]), out=str(out), data=str(zoomworld), lr=5e-3,
-                         lora=False, max_steps=6, batch_size=4, save_steps=3, progress=False, **kw)
+        return SFTConfig(
+            model=str(tiny_checkpoints["llava"]),
+            out=str(out),
+            data=str(zoomworld),
+            lr=5e-3,
+            lora=False,
+            max_steps=6,
+            batch_size=4,
+            save_steps=3,
+            progress=False,
+            **kw,
+        )
 
     whole = load_file(train(cfg(tmp_path / "a")) / "model.safetensors")
     interrupted = tmp_path / "b"
@@ -171,9 +214,15 @@ def test_export_merges_a_lora_adapter(tiny_checkpoints, tmp_path):
     peft_model.save_pretrained(tmp_path / "adapter")
     from PIL import Image
 
-    batch = VisionBatcher.for_adapter(adapter).sft([Completion(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q?"}]}],
-        [Image.new("RGB", (40, 30), "red")], "none")])
+    batch = VisionBatcher.for_adapter(adapter).sft(
+        [
+            Completion(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q?"}]}],
+                [Image.new("RGB", (40, 30), "red")],
+                "none",
+            )
+        ]
+    )
     with torch.no_grad():
         want = peft_model(**batch).logits
     merged = load_model(export(tmp_path / "adapter", base, tmp_path / "merged")).model
@@ -189,13 +238,33 @@ def test_train_cli_runs_a_recipe_from_yaml_and_overrides(tiny_checkpoints, zoomw
 
     (tmp_path / "sft.yaml").write_text(f"data: {zoomworld}\nmax_steps: 2\nbatch_size: 4\nprogress: false\n")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "--trainer", "sft", "--config", str(tmp_path / "sft.yaml"),
-                                      f"model={tiny_checkpoints['qwen2_vl']}", f"out={out}", "lr=1e-3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--trainer",
+            "sft",
+            "--config",
+            str(tmp_path / "sft.yaml"),
+            f"model={tiny_checkpoints['qwen2_vl']}",
+            f"out={out}",
+            "lr=1e-3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 2 and summary["config"]["lr"] == 1e-3
-    bad = CliRunner().invoke(app, ["train", "--trainer", "sft", f"model={tiny_checkpoints['qwen2_vl']}",
-                                   f"out={out}", "learning_rate=1"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--trainer",
+            "sft",
+            f"model={tiny_checkpoints['qwen2_vl']}",
+            f"out={out}",
+            "learning_rate=1",
+        ],
+    )
     assert bad.exit_code == 2 and "unknown option(s) learning_rate" in bad.output
     typo = CliRunner().invoke(app, ["train", "--trainer", "step-dpo"])
     assert typo.exit_code == 2 and "step_dpo" in typo.output

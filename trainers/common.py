@@ -23,8 +23,15 @@ from visrl_bench.errors import DataError, VisrlError
 # ["q_proj", ...] list would also hit LLaVA's CLIP layers (footguns.md)
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 VISION_PREFIXES = ("vision_tower", "visual")
-WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "config.json",
-                "generation_config.json", "adapter_config.json")
+WEIGHT_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.pt",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+)
 
 
 @dataclass
@@ -85,8 +92,9 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
     return value
 
 
-def load_config(config_class: type, path: str | Path | None = None, overrides: list[str] | None = None,
-                **values: Any):
+def load_config(
+    config_class: type, path: str | Path | None = None, overrides: list[str] | None = None, **values: Any
+):
     """YAML file, then `key=value` overrides, then keyword values -> the recipe's config dataclass.
     Unknown keys are refused by name (a typo must not silently train with a default)."""
     data: dict[str, Any] = {}
@@ -245,9 +253,15 @@ def save_model(model, base: str | Path, out: str | Path, info: dict[str, Any]) -
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     copy_processor_files(base, out)
-    (out / "provenance.json").write_text(json.dumps(
-        {**info, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
-        indent=2, sort_keys=True, default=str) + "\n")
+    (out / "provenance.json").write_text(
+        json.dumps(
+            {**info, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
+            indent=2,
+            sort_keys=True,
+            default=str,
+        )
+        + "\n"
+    )
     return out
 
 

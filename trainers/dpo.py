@@ -88,8 +88,10 @@ class VisionDPOTrainer(DPOTrainer):
         for start in range(0, len(dataset), size):
             rows = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
             batch = self.batcher.preference(self.pairs(rows))
-            batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
-                     for k, v in batch.items()}
+            batch = {
+                k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
             c, r = self.compute_ref_log_probs(model, batch)
             chosen += c.float().cpu().tolist()
             rejected += r.float().cpu().tolist()
@@ -100,7 +102,7 @@ class VisionDPOTrainer(DPOTrainer):
 
 
 def reference_model(cfg: DPOTrainConfig, adapter):
-    """None with LoRA and reference "self" (TRL disables the adapter: the model as loaded); otherwise a model."""
+    """None with LoRA and reference "self" (TRL disables the adapter: the model as loaded), else a model."""
     if cfg.reference == "self":
         if cfg.lora:
             return None
@@ -142,7 +144,9 @@ def build_trainer(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, **
     return trainer, rows, adapter
 
 
-def run_dpo(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: str, **trainer_kwargs: Any) -> Path:
+def run_dpo(
+    cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: str, **trainer_kwargs: Any
+) -> Path:
     started = time.perf_counter()
     out = Path(cfg.out)
     trainer, rows, adapter = build_trainer(cfg, steps, trainer_class, **trainer_kwargs)
@@ -152,22 +156,25 @@ def run_dpo(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: st
     final = out / "final"
     save_model(adapter.model, cfg.model, final, {"trainer": name, "config": cfg.as_dict()})
     history = [h for h in trainer.state.log_history if "loss" in h]
-    write_summary(out, {
-        "trainer": name,
-        "model": str(final),
-        "pairs": len(rows),
-        "by_step": {s: sum(1 for r in rows if r["step"] == s) for s in steps},
-        "steps": trainer.state.global_step,
-        "first_loss": history[0]["loss"] if history else None,
-        "final_loss": history[-1]["loss"] if history else None,
-        "train_loss": result.training_loss,
-        "log": history,
-        "trainable_parameters": trained,
-        "parameters": total,
-        "resumed_from": resume,
-        "seconds": round(time.perf_counter() - started, 1),
-        "config": cfg.as_dict(),
-    })
+    write_summary(
+        out,
+        {
+            "trainer": name,
+            "model": str(final),
+            "pairs": len(rows),
+            "by_step": {s: sum(1 for r in rows if r["step"] == s) for s in steps},
+            "steps": trainer.state.global_step,
+            "first_loss": history[0]["loss"] if history else None,
+            "final_loss": history[-1]["loss"] if history else None,
+            "train_loss": result.training_loss,
+            "log": history,
+            "trainable_parameters": trained,
+            "parameters": total,
+            "resumed_from": resume,
+            "seconds": round(time.perf_counter() - started, 1),
+            "config": cfg.as_dict(),
+        },
+    )
     return final
 
 

@@ -55,7 +55,9 @@ def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completio
             if step in cfg.steps:
                 key = f"{sample.id}#{step}"
                 completions[key] = completion
-                rows.append({"id": key, "step": step, "images": [f"{key}:{k}" for k in range(len(completion.images))]})
+                rows.append(
+                    {"id": key, "step": step, "images": [f"{key}:{k}" for k in range(len(completion.images))]}
+                )
     if not rows:
         raise ValueError(f"no SFT rows from {cfg.task} {cfg.data} split={cfg.split}")
     return rows, completions
@@ -88,21 +90,26 @@ def train(cfg: SFTConfig) -> Path:
     final = out / "final"
     save_model(adapter.model, cfg.model, final, {"trainer": "sft", "config": cfg.as_dict()})
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    write_summary(out, {
-        "trainer": "sft",
-        "model": str(final),
-        "rows": len(rows),
-        "steps": trainer.state.global_step,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
-        "train_loss": result.training_loss,
-        "trainable_parameters": trained,
-        "parameters": total,
-        "resumed_from": resume,
-        "seconds": round(time.perf_counter() - started, 1),
-        "config": cfg.as_dict(),
-    })
+    write_summary(
+        out,
+        {
+            "trainer": "sft",
+            "model": str(final),
+            "rows": len(rows),
+            "steps": trainer.state.global_step,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": result.training_loss,
+            "trainable_parameters": trained,
+            "parameters": total,
+            "resumed_from": resume,
+            "seconds": round(time.perf_counter() - started, 1),
+            "config": cfg.as_dict(),
+        },
+    )
     return final
 
 
-RECIPE = Recipe("sft", SFTConfig, train, "warm-up: question -> gold box, image + crop -> answer (TRL SFTTrainer)")
+RECIPE = Recipe(
+    "sft", SFTConfig, train, "warm-up: question -> gold box, image + crop -> answer (TRL SFTTrainer)"
+)

@@ -115,10 +115,19 @@ def run(cfg: VisRLConfig) -> Path:
     else:
         sft_model = out / "sft" / "final"
         if not _done(sft_model):
-            sft_cfg = load_config(SFTConfig, **{
-                **common, "task": cfg.task, "data": cfg.data, "split": cfg.sft_split,
-                "task_options": dict(cfg.task_options), **cfg.sft, "model": cfg.model, "out": str(out / "sft"),
-            })
+            sft_cfg = load_config(
+                SFTConfig,
+                **{
+                    **common,
+                    "task": cfg.task,
+                    "data": cfg.data,
+                    "split": cfg.sft_split,
+                    "task_options": dict(cfg.task_options),
+                    **cfg.sft,
+                    "model": cfg.model,
+                    "out": str(out / "sft"),
+                },
+            )
             timed("sft", train_sft, sft_cfg)
     models = [("sft", sft_model)]
 
@@ -131,20 +140,37 @@ def run(cfg: VisRLConfig) -> Path:
         if (data_dir / "stats.json").is_file() and _done(rdir / "train" / "final"):
             stats = json.loads((data_dir / "stats.json").read_text())
         else:
-            gen_cfg = load_config(GenerateConfig, **{
-                **common, "task": cfg.task, "data": cfg.data, "split": cfg.rl_split,
-                "task_options": dict(cfg.task_options), "max_new_tokens": cfg.max_new_tokens,
-                **cfg.generate, "model": str(policy), "out": str(data_dir), "seed": cfg.seed + 1000 * r,
-            })
+            gen_cfg = load_config(
+                GenerateConfig,
+                **{
+                    **common,
+                    "task": cfg.task,
+                    "data": cfg.data,
+                    "split": cfg.rl_split,
+                    "task_options": dict(cfg.task_options),
+                    "max_new_tokens": cfg.max_new_tokens,
+                    **cfg.generate,
+                    "model": str(policy),
+                    "out": str(data_dir),
+                    "seed": cfg.seed + 1000 * r,
+                },
+            )
             stats = timed(f"round_{r}/generate", generate, gen_cfg, None, True)
         round_stats.append(stats)
         final = rdir / "train" / "final"
         if not _done(final):
             reference = str(sft_model) if cfg.reference == "sft" else "self"
-            dpo_cfg = load_config(recipe.config_class, **{
-                **common, **cfg.dpo, "model": str(policy), "pairs": str(data_dir), "out": str(rdir / "train"),
-                "reference": reference,
-            })
+            dpo_cfg = load_config(
+                recipe.config_class,
+                **{
+                    **common,
+                    **cfg.dpo,
+                    "model": str(policy),
+                    "pairs": str(data_dir),
+                    "out": str(rdir / "train"),
+                    "reference": reference,
+                },
+            )
             timed(f"round_{r}/train", recipe.run, dpo_cfg)
         policy = final
         models.append((f"round_{r}", final))
@@ -188,7 +214,8 @@ def summarize(cfg: VisRLConfig, models, evals, round_stats, metric: str) -> dict
             if first is not None and "cot" in evals[name]:
                 for key in (metric, "focus_iou"):
                     gain, ci = paired_difference_percent(
-                        _scores(evals[name]["cot"], key), _scores(first, key), seed=cfg.seed)
+                        _scores(evals[name]["cot"], key), _scores(first, key), seed=cfg.seed
+                    )
                     row[f"gain_vs_sft/{key}"] = round(gain, 4)
                     row[f"gain_vs_sft/{key}_ci95"] = [round(v, 4) for v in ci]
         rows.append(row)
@@ -208,7 +235,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"# VisRL rounds on {summary['task']}",
         "",
         f"cot = the model's own box -> crop -> answer; gt_box = the gold box's crop (the answer step alone). "
-        f"{m} and focus IoU in %, 95% bootstrap CIs; gains are paired (same questions) against the SFT model.",
+        f"{m} and focus IoU in %, 95% bootstrap CIs; gains are paired (same questions) against SFT.",
         "",
         f"| model | cot {m} | cot focus IoU | gt_box {m} | gain {m} vs SFT | gain IoU vs SFT | box pairs "
         "| chosen / rejected gold IoU |",
@@ -216,8 +243,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for row in summary["rows"]:
         pairs = row.get("pairs") or {}
-        cr = (f"{row['gold_iou_chosen']:.3f} / {row['gold_iou_rejected']:.3f}"
-              if row.get("gold_iou_chosen") is not None and row.get("gold_iou_rejected") is not None else "-")
+        cr = (
+            f"{row['gold_iou_chosen']:.3f} / {row['gold_iou_rejected']:.3f}"
+            if row.get("gold_iou_chosen") is not None and row.get("gold_iou_rejected") is not None
+            else "-"
+        )
         lines.append(
             f"| {row['model']} | {_fmt(row.get(f'cot/{m}'), row.get(f'cot/{m}_ci95'))} "
             f"| {_fmt(row.get('cot/focus_iou'), row.get('cot/focus_iou_ci95'))} "

@@ -363,9 +363,7 @@ def zoomworld_baselines(
         typer.echo("checks that did not hold: " + "; ".join(failed), err=True)
 
 
-@app.command(
-    "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_command(
     ctx: typer.Context,
     trainer: Annotated[str, typer.Option(help="A registered trainer: sft, dpo, step_dpo, visrl.")],
@@ -390,9 +388,7 @@ def train_command(
     typer.echo(f"wrote {path}")
 
 
-@app.command(
-    "generate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
+@app.command("generate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def generate_command(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="YAML of GenerateConfig options.")] = None,

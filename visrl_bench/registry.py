@@ -111,7 +111,9 @@ for _name in ("direct", "cot", "gt_box", "random_box", "center_box", "box_no_cro
     MODES.register(_name, f"{_R}:{_name.upper()}")
 
 _TR = "visrl_bench.trainers"
-TRAINERS.register("sft", f"{_TR}.sft:RECIPE", description="warm-up: question -> gold box; image + crop -> answer")
+TRAINERS.register(
+    "sft", f"{_TR}.sft:RECIPE", description="warm-up: question -> gold box; image + crop -> answer"
+)
 TRAINERS.register("dpo", f"{_TR}.dpo:RECIPE", description="trajectory-level DPO on `generate` pairs")
 TRAINERS.register(
     "step_dpo", f"{_TR}.step_dpo:RECIPE", description="VisRL step-level DPO: box-step + answer-step losses"

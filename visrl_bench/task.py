@@ -112,7 +112,9 @@ class BaseTask:
     prompt_template: ClassVar[str] = ""
     headline_metrics: ClassVar[tuple[str, ...]] = ()
     metric_notes: ClassVar[dict[str, str]] = {}  # what each metric means where names could mislead
-    reward_metric: ClassVar[str | None] = None  # per-sample score `generate` rewards (None: the first headline)
+    reward_metric: ClassVar[str | None] = (
+        None  # per-sample score `generate` rewards (None: the first headline)
+    )
     has_gold_boxes: ClassVar[bool] = False  # samples carry gold focus boxes (focus IoU, the gt_box mode)
     default_crop_min_side: ClassVar[int] = 224  # Visual-CoT's minimum crop; a task may know better
     splits: ClassVar[tuple[str, ...]] = ()

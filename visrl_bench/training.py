@@ -117,8 +117,11 @@ def sft_completions(task, sample, adapter, crop_min_side: int | None = None) -> 
     prompt = task.prompt(sample)
     return [
         Completion(box_step_messages(sample.question), [image], box_text),
-        Completion(answer_step_messages(sample.question, box_text, prompt), [image, crop],
-                   str(task.oracle_prediction(sample))),
+        Completion(
+            answer_step_messages(sample.question, box_text, prompt),
+            [image, crop],
+            str(task.oracle_prediction(sample)),
+        ),
     ]
 
 
@@ -176,7 +179,9 @@ class VisionBatcher:
             enc = self.tokenizer(text, return_offsets_mapping=True)
             positions = _expanded_positions(enc["input_ids"], ids[i, : int(lengths[i])].tolist(), image_id)
             if positions is None:
-                raise ValueError("the processor's tokens disagree with the tokenizer's on a rendered dialogue")
+                raise ValueError(
+                    "the processor's tokens disagree with the tokenizer's on a rendered dialogue"
+                )
             end = len(text)
             spans = [(end - len(c.target) - len(self.eos), end)]
             for inner in c.inner:

@@ -154,8 +154,10 @@ def choose_pairs(candidates: list[Candidate], cfg: GenerateConfig) -> list[tuple
         if chosen.reward < cfg.right_threshold:
             break
         worse = [
-            j for j in reversed(order)
-            if j not in used_rejected and j != ci
+            j
+            for j in reversed(order)
+            if j not in used_rejected
+            and j != ci
             and chosen.reward - candidates[j].reward >= cfg.min_reward_gap
         ]
         if not worse:
@@ -176,12 +178,18 @@ def answer_pair(chosen: Candidate, rejected: Candidate, cfg: GenerateConfig) -> 
     right = [a for a, r in zip(chosen.answers, chosen.rewards, strict=True) if r >= cfg.right_threshold]
     if not right:
         return None
-    wrong_here = [a for a, r in zip(chosen.answers, chosen.rewards, strict=True)
-                  if r < cfg.right_threshold and a.strip() != right[0].strip()]
+    wrong_here = [
+        a
+        for a, r in zip(chosen.answers, chosen.rewards, strict=True)
+        if r < cfg.right_threshold and a.strip() != right[0].strip()
+    ]
     if wrong_here:
         return right[0], wrong_here[0], "chosen_crop"
-    wrong_there = [a for a, r in zip(rejected.answers, rejected.rewards, strict=True)
-                   if r < cfg.right_threshold and a.strip() != right[0].strip()]
+    wrong_there = [
+        a
+        for a, r in zip(rejected.answers, rejected.rewards, strict=True)
+        if r < cfg.right_threshold and a.strip() != right[0].strip()
+    ]
     if wrong_there:
         return right[0], wrong_there[0], "rejected_trajectory"
     return None
@@ -194,8 +202,11 @@ def _rng(seed: int, sample_id: str) -> random.Random:
 
 
 def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80] + "_" + hashlib.sha1(
-        name.encode()).hexdigest()[:8]
+    return (
+        "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80]
+        + "_"
+        + hashlib.sha1(name.encode()).hexdigest()[:8]
+    )
 
 
 def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: int) -> list[dict]:
@@ -211,11 +222,14 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
             continue
         live.append((position, sample, image, adapter.input_size(image)))
     box_settings = GenerationSettings(
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.box_temperature, num_return_sequences=cfg.k,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.box_temperature,
+        num_return_sequences=cfg.k,
         seed=cfg.seed + position0,
     )
     box_texts = adapter.generate(
-        [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live], box_settings,
+        [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live],
+        box_settings,
         max(1, cfg.batch_size // cfg.k),
     )
     per_question: list[list[Candidate]] = []
@@ -240,8 +254,11 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
             region = crop_region(c.box, image.size, min_side) if c.box is not None else None
             second = image.crop(tuple(int(v) for v in region.as_list())) if region else image
             c.crop = second
-            answer_requests.append(ChatRequest(
-                answer_step_messages(sample.question, c.text, task.prompt(sample)), [image, second]))
+            answer_requests.append(
+                ChatRequest(
+                    answer_step_messages(sample.question, c.text, task.prompt(sample)), [image, second]
+                )
+            )
         per_question.append(cands)
     answer_settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
@@ -282,23 +299,51 @@ def _question_record(task, position, sample, image, cands: list[Candidate], cfg,
         for n, (ci, ri) in enumerate(chosen_pairs):
             c, r = cands[ci], cands[ri]
             base = {
-                "question_id": sample.id, "task": task.name, "image": image_rel, "question": sample.question,
-                "prompt": task.prompt(sample), "chosen_box": c.text, "rejected_box": r.text,
-                "chosen_crop": crop_path(ci), "rejected_crop": crop_path(ri),
-                "chosen_score": c.reward, "rejected_score": r.reward,
-                "chosen_iou": c.gold_iou, "rejected_iou": r.gold_iou,
+                "question_id": sample.id,
+                "task": task.name,
+                "image": image_rel,
+                "question": sample.question,
+                "prompt": task.prompt(sample),
+                "chosen_box": c.text,
+                "rejected_box": r.text,
+                "chosen_crop": crop_path(ci),
+                "rejected_crop": crop_path(ri),
+                "chosen_score": c.reward,
+                "rejected_score": r.reward,
+                "chosen_iou": c.gold_iou,
+                "rejected_iou": r.gold_iou,
             }
-            pairs.append({**base, "id": f"{sample.id}#box{n}", "step": "box",
-                          "chosen_answer": c.answers[0], "rejected_answer": r.answers[0]})
+            pairs.append(
+                {
+                    **base,
+                    "id": f"{sample.id}#box{n}",
+                    "step": "box",
+                    "chosen_answer": c.answers[0],
+                    "rejected_answer": r.answers[0],
+                }
+            )
             answer = answer_pair(c, r, cfg)
             if answer:
-                pairs.append({**base, "id": f"{sample.id}#answer{n}", "step": "answer",
-                              "chosen_answer": answer[0], "rejected_answer": answer[1],
-                              "rejected_answer_source": answer[2]})
+                pairs.append(
+                    {
+                        **base,
+                        "id": f"{sample.id}#answer{n}",
+                        "step": "answer",
+                        "chosen_answer": answer[0],
+                        "rejected_answer": answer[1],
+                        "rejected_answer_source": answer[2],
+                    }
+                )
             right = [a for a, s in zip(c.answers, c.rewards, strict=True) if s >= cfg.right_threshold]
-            pairs.append({**base, "id": f"{sample.id}#trajectory{n}", "step": "trajectory",
-                          "chosen_answer": right[0] if right else c.answers[0],
-                          "rejected_answer": r.answers[int(min(range(len(r.rewards)), key=r.rewards.__getitem__))]})
+            pairs.append(
+                {
+                    **base,
+                    "id": f"{sample.id}#trajectory{n}",
+                    "step": "trajectory",
+                    "chosen_answer": right[0] if right else c.answers[0],
+                    "rejected_answer": r.answers[int(min(range(len(r.rewards)), key=r.rewards.__getitem__))],
+                }
+            )
     return {
         "position": position,
         "id": sample.id,
@@ -306,8 +351,15 @@ def _question_record(task, position, sample, image, cands: list[Candidate], cfg,
         "right_fraction": frac,
         "kept": kept and bool(pairs),
         "candidates": [
-            {"text": c.text, "box": c.box.as_list() if c.box else None, "perturbed": c.perturbed,
-             "answers": c.answers, "rewards": c.rewards, "reward": c.reward, "gold_iou": c.gold_iou}
+            {
+                "text": c.text,
+                "box": c.box.as_list() if c.box else None,
+                "perturbed": c.perturbed,
+                "answers": c.answers,
+                "rewards": c.rewards,
+                "reward": c.reward,
+                "gold_iou": c.gold_iou,
+            }
             for c in cands
         ],
         "pairs": pairs,
@@ -331,10 +383,12 @@ def summarize(records: list[dict], cfg: GenerateConfig) -> dict[str, Any]:
     chosen_iou = [p["chosen_iou"] for p in box_pairs if p["chosen_iou"] is not None]
     rejected_iou = [p["rejected_iou"] for p in box_pairs if p["rejected_iou"] is not None]
     all_cands = [c for r in ok for c in r["candidates"]]
-    right_iou = [c["gold_iou"] for c in all_cands if c["gold_iou"] is not None
-                 and c["reward"] >= cfg.right_threshold]
-    wrong_iou = [c["gold_iou"] for c in all_cands if c["gold_iou"] is not None
-                 and c["reward"] < cfg.right_threshold]
+    right_iou = [
+        c["gold_iou"] for c in all_cands if c["gold_iou"] is not None and c["reward"] >= cfg.right_threshold
+    ]
+    wrong_iou = [
+        c["gold_iou"] for c in all_cands if c["gold_iou"] is not None and c["reward"] < cfg.right_threshold
+    ]
     stats: dict[str, Any] = {
         "questions_seen": len(records),
         "errors": len(records) - len(ok),
@@ -395,8 +449,14 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     total = task.count() if hasattr(task, "count") else None
     if cfg.limit is not None:
         total = min(total, cfg.limit) if total is not None else cfg.limit
-    bar = tqdm(total=total, initial=len(done_positions), desc=f"generate {task.name}", unit="q",
-               disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=len(done_positions),
+        desc=f"generate {task.name}",
+        unit="q",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
     window: list = []
     with (out / QUESTIONS_FILE).open("a", encoding="utf-8") as sink:
 
@@ -434,9 +494,9 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     if stats.get("focus_signal") is False:
         print(
             f"\n!!! WARNING: chosen boxes are no closer to the gold box than rejected ones (mean IoU "
-            f"{stats['gold_iou']['chosen']} vs {stats['gold_iou']['rejected']}): the reward carries no signal "
-            "about where to look, and DPO on these pairs will only add noise. Check the answer step first "
-            "(gold-crop accuracy) and that SFT boxes are partly right. !!!\n",
+            f"{stats['gold_iou']['chosen']} vs {stats['gold_iou']['rejected']}): the reward carries no "
+            "signal about where to look, and DPO on these pairs will only add noise. Check the answer step "
+            "first (gold-crop accuracy) and that SFT boxes are partly right. !!!\n",
             file=sys.stderr,
         )
     return stats

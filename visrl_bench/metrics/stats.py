@@ -58,7 +58,9 @@ def add_metric(metrics: dict, name: str, value: float, ci: Sequence[float]) -> N
 
 
 def paired_difference_percent(
-    after: Sequence[float], before: Sequence[float], seed: int = DEFAULT_SEED,
+    after: Sequence[float],
+    before: Sequence[float],
+    seed: int = DEFAULT_SEED,
     n_resamples: int = DEFAULT_RESAMPLES,
 ) -> tuple[float, list[float]]:
     """Mean per-sample gain (after - before, same samples in the same order) in percent, with the 95%
