@@ -270,7 +270,8 @@ def export(adapter_dir: str | Path, base: str | Path, out: str | Path) -> Path:
     import transformers
     from peft import PeftModel
 
-    from visrl_bench.models import MODELS, read_arch
+    from visrl_bench.models import read_arch
+    from visrl_bench.registry import MODELS
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
