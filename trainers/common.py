@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.io import read_yaml_mapping
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
 # ["q_proj", ...] list would also hit LLaVA's CLIP layers (footguns.md)
@@ -101,17 +102,7 @@ def load_config(
     source = "config"
     if path:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(p, "config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise DataError(p, f"malformed YAML: {exc}", line=mark.line + 1 if mark else None) from None
-        if not isinstance(loaded, dict):
-            raise DataError(p, "a training config is a mapping of option: value")
-        data.update(loaded)
+        data.update(read_yaml_mapping(path))
     for item in overrides or []:
         if "=" not in item:
             raise VisrlError(f"override {item!r} is not key=value")

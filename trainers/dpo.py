@@ -96,8 +96,6 @@ class VisionDPOTrainer(DPOTrainer):
             chosen += c.float().cpu().tolist()
             rejected += r.float().cpu().tolist()
         model.train(was_training)
-        if "ref_chosen_logps" in dataset.column_names:
-            dataset = dataset.remove_columns(["ref_chosen_logps", "ref_rejected_logps"])
         return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from visrl_bench.errors import VisrlError
+from visrl_bench.io import read_yaml_mapping
 
 app = typer.Typer(
     add_completion=False,
@@ -183,7 +184,7 @@ def eval_command(
     from visrl_bench.evaluate import eval_config_from_dict, evaluate
 
     try:
-        values = _read_yaml(config) if config else {}
+        values = read_yaml_mapping(config) if config else {}
         for name, value in ctx.params.items():
             # by name: typer may ship its own copy of click, whose ParameterSource is another class
             source = ctx.get_parameter_source(name)
@@ -212,25 +213,6 @@ def eval_command(
         _fail(str(exc))
     _print_results(results)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'samples.jsonl'}")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    from visrl_bench.errors import DataError
-
-    if not path.is_file():
-        raise DataError(path, "config file not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DataError(
-            path, f"malformed YAML: {getattr(exc, 'problem', exc)}", line=mark.line + 1 if mark else None
-        ) from None
-    if not isinstance(values, dict):
-        raise DataError(path, "expected a mapping of option: value")
-    return {k.replace("-", "_"): v for k, v in values.items()}
 
 
 def _print_results(results: dict) -> None:
@@ -287,7 +269,7 @@ def zoomworld_generate(
     from visrl_bench.datagen.zoomworld import ZoomWorldConfig, generate
 
     try:
-        cfg = ZoomWorldConfig.from_dict(_read_yaml(config)) if config else ZoomWorldConfig()
+        cfg = ZoomWorldConfig.from_dict(read_yaml_mapping(config)) if config else ZoomWorldConfig()
     except ValueError as exc:
         _fail(f"{config}: {exc}")
     except VisrlError as exc:

@@ -53,3 +53,22 @@ def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int
             if not isinstance(obj, dict):
                 raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
             yield lineno, obj
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML config file of `option: value` (option names may use - or _)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "config file not found")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(
+            p, f"malformed YAML: {getattr(exc, 'problem', exc)}", line=mark.line + 1 if mark else None
+        ) from None
+    if not isinstance(values, dict):
+        raise DataError(p, "expected a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}

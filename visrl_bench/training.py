@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class StepPreferencePair:
     rejected: Completion
     ref_chosen_logps: float | None = None
     ref_rejected_logps: float | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class ImageStore:
@@ -100,7 +99,6 @@ def step_pair_from_row(row: dict, images: ImageStore) -> StepPreferencePair:
         rejected,
         row.get("ref_chosen_logps"),
         row.get("ref_rejected_logps"),
-        {"id": row.get("id")},
     )
 
 
