@@ -290,7 +290,12 @@ def _small_zoomworld():
     from visrl_bench.datagen.zoomworld import ZoomWorldConfig
 
     return ZoomWorldConfig(
-        pretrain_images=12, pretrain_examples_per_image=8, sft_questions=6, rl_questions=9, test_questions=9
+        pretrain_images=12,
+        pretrain_examples_per_image=8,
+        ground_images=9,
+        sft_questions=6,
+        rl_questions=9,
+        test_questions=9,
     )
 
 

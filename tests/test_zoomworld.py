@@ -36,7 +36,40 @@ def test_same_seed_same_bytes(tmp_path):
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
     meta = json.loads((a / "zoomworld.json").read_text())
-    assert meta["counts"] == {"pretrain": meta["counts"]["pretrain"], "sft": 6, "rl": 9, "test": 9}
+    counts = meta["counts"]
+    assert counts == {
+        "pretrain": counts["pretrain"],
+        "ground": counts["ground"],
+        "sft": 6,
+        "rl": 9,
+        "test": 9,
+    }
+
+
+def test_ground_split_is_a_curriculum_of_referring_expressions(tmp_path):
+    from visrl_bench.datagen.zoomworld import OBJECT_COLOURS, QUESTION, SHAPES
+
+    root = make_zoomworld(tmp_path / "zw")
+    rows = _rows(root, "ground")
+    # 9 images: a third with 1 object, a third with 2, a third with the benchmark's 3-5
+    by_image: dict[str, int] = {}
+    for r in rows:
+        by_image[r["image"]] = r["objects"]
+    sizes = [by_image[k] for k in sorted(by_image)]
+    assert sizes[:3] == [1, 1, 1] and sizes[3:6] == [2, 2, 2] and all(3 <= n <= 5 for n in sizes[6:])
+    from PIL import Image
+
+    for r in rows:
+        _, colour, shape = r["phrase"].split()
+        assert colour in OBJECT_COLOURS and shape in SHAPES
+        # the box is the named object's: its colour just left of the centred tile (a triangle's middle row
+        # may be narrower than that)
+        image = Image.open(root / r["image"]).convert("RGB")
+        x1, y1, x2, y2 = r["bbox"]
+        if shape != "triangle":
+            assert image.getpixel((int((x1 + x2) / 2) - 10, int((y1 + y2) / 2))) == OBJECT_COLOURS[colour]
+        # grounding never uses the benchmark's question phrasing: that transfer is the SFT warm-up's job
+        assert "tile pattern" not in r["phrase"] and QUESTION.split("{")[0] not in r["phrase"]
 
 
 def test_splits_load_with_datasets(tmp_path):
@@ -167,9 +200,40 @@ def test_seconds_scale_pretrain_lowers_the_loss(tmp_path):
     assert results["results"]["zoomworld"]["n"] == 9 and results["results"]["zoomworld"]["focus_iou"] == 100.0
 
 
+def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
+    import torch
+    from visrl_bench.trainers.pretrain import sincos_init, zoomworld_spec
+
+    from visrl_bench.models.tiny import build_model, coordinate_tokens
+
+    def cos(a, b):
+        return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
+    for arch, near, far in (("llava", ("0.40", "0.41"), "0.90"), ("qwen2_vl", ("400", "405"), "900")):
+        model, processor = build_model(arch, zoomworld_spec(arch))
+        sincos_init(model, processor.tokenizer, arch)
+        ids = processor.tokenizer.convert_tokens_to_ids([*near, far])
+        for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            a, b, c = matrix[ids]
+            assert cos(a, b) > 0.9 and cos(a, c) < 0.5
+        assert len(coordinate_tokens(arch)) in (101, 1001)
+    model, processor = build_model("llava", zoomworld_spec("llava"))
+    sincos_init(model, processor.tokenizer, "llava")
+    pos = model.model.vision_tower.embeddings.position_embedding.weight[1:].view(8, 8, -1)
+    assert cos(pos[3, 3], pos[3, 4]) > cos(pos[3, 3], pos[3, 7]) and cos(pos[3, 3], pos[4, 3]) > cos(
+        pos[3, 3], pos[7, 3]
+    )
+    # outputs_only leaves what a perception-trained base already uses untouched
+    before = model.get_input_embeddings().weight.clone()
+    sincos_init(model, processor.tokenizer, "llava", outputs_only=True)
+    assert torch.equal(before, model.get_input_embeddings().weight)
+
+
 def test_generate_cli_with_config(tmp_path):
     config = tmp_path / "zw.yaml"
-    config.write_text("pretrain_images: 3\nsft_questions: 2\nrl_questions: 2\ntest_questions: 4\n")
+    config.write_text(
+        "pretrain_images: 3\nground_images: 3\nsft_questions: 2\nrl_questions: 2\ntest_questions: 4\n"
+    )
     result = CliRunner().invoke(
         app, ["zoomworld", "generate", "--out", str(tmp_path / "zw"), "--seed", "1", "--config", str(config)]
     )

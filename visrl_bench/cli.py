@@ -283,25 +283,41 @@ def zoomworld_pretrain(
     arch: Annotated[str, typer.Option(help="llava | qwen2_vl")],
     data: Annotated[Path, typer.Option(help="A ZoomWorld folder (from `zoomworld generate`).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
-    steps: Annotated[int, typer.Option()] = 900,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option()] = 1e-3,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="PretrainConfig key=value overrides, e.g. steps=300.")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Continue from this checkpoint instead of a random init.")
+    ] = None,
+    grounding: Annotated[
+        bool, typer.Option(help="The grounding stage's settings (with --init: the committed bases' stage 2).")
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
-    """Train a tiny base LMM from scratch on the pretrain split (loss log in OUT/loss.csv)."""
-    from visrl_bench.trainers.pretrain import PretrainConfig, train
+    """Train a tiny base LMM on the pretrain split (perception), or with --grounding on the ground split too
+    (loss log in OUT/loss.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
+    from visrl_bench.trainers.common import load_config
+    from visrl_bench.trainers.pretrain import GROUNDING_STAGE, PretrainConfig, train
 
     if arch not in ("llava", "qwen2_vl", "qwen2_5_vl"):
         _fail(f"unknown arch {arch!r}; one of llava, qwen2_vl, qwen2_5_vl")
     try:
-        path = train(
-            PretrainConfig(
-                arch=arch, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed
-            ),
-            progress=progress,
+        named = {item.split("=", 1)[0].strip() for item in overrides or []}
+        preset = {k: v for k, v in GROUNDING_STAGE.items() if grounding and k not in named}  # overrides win
+        cfg = load_config(
+            PretrainConfig,
+            None,
+            overrides,
+            arch=arch,
+            data=str(data),
+            out=str(out),
+            seed=seed,
+            init=str(init) if init else None,
+            **preset,
         )
-    except VisrlError as exc:
+        path = train(cfg, progress=progress)
+    except (VisrlError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {path}")
 

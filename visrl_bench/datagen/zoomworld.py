@@ -13,8 +13,11 @@ that tile, "none" if it holds at most 30%: a crop of the background or of anothe
 box but the right one earns the answer.
 
 Splits (`generate`): pretrain (perception examples: crops with their answers, and direct questions; no
-question -> box pairs), sft (few questions WITH gold boxes), rl (many questions; gold boxes on disk for
-diagnostics only), test. Everything is determined by the seed and the config: same seed, same bytes.
+question -> box pairs), ground (referring expressions "the orange circle" -> the object's box, on scenes of
+1, 2 and 3-5 objects for a curriculum: the stand-in for the RefCOCO-style grounding data real base LMMs are
+pretrained on; never the question's phrasing), sft (few questions WITH gold boxes), rl (many questions; gold
+boxes on disk for diagnostics only), test. Everything is determined by the seed and the config: same seed,
+same bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 from visrl_bench.boxes import Box, crop_region
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: the ground split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
     "red-cyan": ((255, 0, 0), (0, 255, 255)),
     "green-magenta": ((0, 255, 0), (255, 0, 255)),
@@ -67,6 +70,7 @@ class ZoomWorldConfig:
     pretrain_images: int = 3000  # fewer and the tiny models memorise the images instead of learning to read
     pretrain_examples_per_image: int = 12
     direct_fraction: float = 0.2  # of pretrain examples: one image + question -> the true tile
+    ground_images: int = 3000  # a third each with 1, 2 and 3-5 objects (the grounding curriculum)
     sft_questions: int = 200
     rl_questions: int = 1200
     test_questions: int = 420
@@ -110,12 +114,14 @@ def _rng(seed: int, *keys: object) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def make_scene(cfg: ZoomWorldConfig, seed: int, image_id: str) -> Scene:
+def make_scene(
+    cfg: ZoomWorldConfig, seed: int, image_id: str, objects: tuple[int, int] | None = None
+) -> Scene:
     """Place non-overlapping objects with distinct colours; each tile sits on the 8-px grid."""
     rng = _rng(seed, "scene", image_id)
     w, h = cfg.canvas
     scene = Scene(image_id, (w, h))
-    colours = rng.sample(sorted(OBJECT_COLOURS), k=rng.randint(*cfg.objects))
+    colours = rng.sample(sorted(OBJECT_COLOURS), k=rng.randint(*(objects or cfg.objects)))
     tile_side = cfg.tile_cells * CELL
     for colour in colours:
         for _ in range(200):
@@ -269,26 +275,55 @@ def pretrain_rows(scene: Scene, cfg: ZoomWorldConfig, seed: int) -> list[dict]:
     return rows
 
 
+def ground_objects(cfg: ZoomWorldConfig, n: int) -> tuple[int, int]:
+    """The curriculum's scene sizes: the first third of the ground images has 1 object, then 2, then the
+    benchmark's own 3-5 (zoomworld-notes: grounding learned only through 1 -> 2 -> 4 objects)."""
+    stage = 3 * n // max(1, cfg.ground_images)
+    return ((1, 1), (2, 2))[stage] if stage < 2 else cfg.objects
+
+
+def ground_rows(scene: Scene, seed: int) -> list[dict]:
+    """One referring expression per object: "the <colour> <shape>" -> its box (pixels)."""
+    rng = _rng(seed, "ground", scene.image_id)
+    targets = rng.sample(scene.objects, k=min(2, len(scene.objects)))
+    return [
+        {
+            "id": f"{scene.image_id}_g{i}",
+            "kind": "ground",
+            "image": f"images/ground/{scene.image_id}.png",
+            "width": scene.size[0],
+            "height": scene.size[1],
+            "phrase": f"the {t.colour} {t.shape}",
+            "bbox": t.box.as_list(),
+            "objects": len(scene.objects),
+        }
+        for i, t in enumerate(targets)
+    ]
+
+
 def generate(out: str | Path, seed: int = 0, cfg: ZoomWorldConfig | None = None) -> dict[str, int]:
     """Write every split under `out`; returns the number of rows per split."""
     cfg = cfg or ZoomWorldConfig()
     root = Path(out)
     counts: dict[str, int] = {}
     plan = {"sft": cfg.sft_questions, "rl": cfg.rl_questions, "test": cfg.test_questions}
-    for split in ("pretrain", "sft", "rl", "test"):
+    images = {"pretrain": cfg.pretrain_images, "ground": cfg.ground_images}
+    for split in ("pretrain", "ground", "sft", "rl", "test"):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         n = 0
-        while (split == "pretrain" and n < cfg.pretrain_images) or (
-            split != "pretrain" and len(rows) < plan[split]
-        ):
-            scene = make_scene(cfg, seed, f"{split}_{n:05d}")
+        while (split in images and n < images[split]) or (split in plan and len(rows) < plan[split]):
+            scene = make_scene(
+                cfg, seed, f"{split}_{n:05d}", ground_objects(cfg, n) if split == "ground" else None
+            )
             n += 1
             if not scene.objects:
                 continue
             render(scene).save(root / "images" / split / f"{scene.image_id}.png", optimize=False)
             if split == "pretrain":
                 rows += pretrain_rows(scene, cfg, seed)
+            elif split == "ground":
+                rows += ground_rows(scene, seed)
             else:
                 rng = _rng(seed, "questions", scene.image_id)
                 rows += question_rows(scene, split, rng, cfg.questions_per_image)[: plan[split] - len(rows)]

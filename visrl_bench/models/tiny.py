@@ -92,6 +92,7 @@ class TinySpec:
     min_pixels: int = 28 * 28  # Qwen's pixel budget per image: smaller images are upscaled, larger shrunk
     max_pixels: int = 112 * 112
     resample: int = 3  # PIL resampling of the processors (3 bicubic, 4 box)
+    rope_theta: float = 10000.0  # the language model's; small values resolve nearby image positions
     bpe_vocab: int = 600
     extra_tokens: tuple[str, ...] = ()  # whole words/values that must be single tokens
     corpus: tuple[str, ...] = ()  # extra text for the BPE
@@ -161,6 +162,7 @@ def _text_dims(tokenizer, spec: TinySpec) -> dict:
         num_attention_heads=spec.heads,
         num_key_value_heads=spec.heads,
         max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
     )
 
 
@@ -231,12 +233,11 @@ def build_qwen(arch: str, tokenizer, spec: TinySpec):
     half = spec.text_hidden // spec.heads // 2  # mrope_section must sum to head_dim / 2
     rope = {
         "rope_type": "default",
-        "rope_theta": 10000.0,
+        "rope_theta": spec.rope_theta,
         "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2],
     }
     text = dict(
-        **_text_dims(tokenizer, spec),
-        rope_parameters=rope,
+        **{**_text_dims(tokenizer, spec), "rope_parameters": rope},
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.pad_token_id,
