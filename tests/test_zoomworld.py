@@ -62,12 +62,12 @@ def test_ground_split_is_a_curriculum_of_referring_expressions(tmp_path):
     for r in rows:
         _, colour, shape = r["phrase"].split()
         assert colour in OBJECT_COLOURS and shape in SHAPES
-        # the box is the named object's: its colour just left of the centred tile (a triangle's middle row
-        # may be narrower than that)
+        # the box is the named object's: its colour just left of the tile (grid-aligned, within centre +- 12
+        # px; a triangle's middle row may be narrower than that)
         image = Image.open(root / r["image"]).convert("RGB")
         x1, y1, x2, y2 = r["bbox"]
         if shape != "triangle":
-            assert image.getpixel((int((x1 + x2) / 2) - 10, int((y1 + y2) / 2))) == OBJECT_COLOURS[colour]
+            assert image.getpixel((int((x1 + x2) / 2 - 12), int((y1 + y2) / 2))) == OBJECT_COLOURS[colour]
         # grounding never uses the benchmark's question phrasing: that transfer is the SFT warm-up's job
         assert "tile pattern" not in r["phrase"] and QUESTION.split("{")[0] not in r["phrase"]
 
@@ -215,7 +215,7 @@ def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
         ids = processor.tokenizer.convert_tokens_to_ids([*near, far])
         for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
             a, b, c = matrix[ids]
-            assert cos(a, b) > 0.9 and cos(a, c) < 0.5
+            assert cos(a, b) > 0.9 and cos(a, b) > cos(a, c) + 0.3
         assert len(coordinate_tokens(arch)) in (101, 1001)
     model, processor = build_model("llava", zoomworld_spec("llava"))
     sincos_init(model, processor.tokenizer, "llava")
@@ -227,6 +227,32 @@ def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
     before = model.get_input_embeddings().weight.clone()
     sincos_init(model, processor.tokenizer, "llava", outputs_only=True)
     assert torch.equal(before, model.get_input_embeddings().weight)
+
+
+def test_grounding_stage_continues_from_a_checkpoint(tmp_path):
+    """The committed bases' second stage through the CLI: from a checkpoint, the grounding preset with
+    key=value overrides winning, perception replayed, a held-out grounding IoU recorded."""
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
+
+    root = make_zoomworld(tmp_path / "zw")
+    small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
+    first = train(
+        PretrainConfig(
+            arch="llava", data=str(root), out=str(tmp_path / "p"), steps=2, batch_size=4, spec=small
+        ),
+        progress=False,
+    )
+    args = ["zoomworld", "pretrain", "--arch", "llava", "--data", str(root), "--out", str(tmp_path / "g")]
+    args += ["--init", str(first), "--grounding", "--no-progress", "steps=3", "batch_size=4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "g" / "provenance.json").read_text())
+    assert info["config"]["init"] == str(first) and info["config"]["steps"] == 3
+    assert info["config"]["ground_fraction"] == 0.75 and info["config"]["ground_curriculum"] == [0.35, 0.55]
+    held_out = info["ground_holdout"]
+    assert held_out["n"] >= 1 and 0.0 <= held_out["mean_iou"] <= 1.0
+    result = CliRunner().invoke(app, [*args[:-2], "steps=3", "groundfraction=1"])
+    assert result.exit_code == 2 and "unknown option(s) groundfraction" in result.stderr
 
 
 def test_generate_cli_with_config(tmp_path):
