@@ -146,10 +146,7 @@ def sincos_init(model, tokenizer, arch: str, scale: float = 0.02, outputs_only: 
 
 
 def ground_request(phrase: str, image) -> ChatRequest:
-    text = GROUND_PROMPT.format(phrase=phrase)
-    return ChatRequest(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}], [image]
-    )
+    return ChatRequest(direct_messages(GROUND_PROMPT.format(phrase=phrase)), [image])
 
 
 def build_example(row: dict, image, convention, input_size, crop_min_side: int, prompt: str):
@@ -341,14 +338,11 @@ def grounding_iou(checkpoint: Path, root: Path, rows: list[dict], batch_size: in
     from visrl_bench.models import GenerationSettings, load_model
 
     adapter = load_model(checkpoint, device="cpu")
-    requests, images = [], []
-    for r in rows:
-        image = Image.open(root / r["image"]).convert("RGB")
-        requests.append(ground_request(r["phrase"], image))
-        images.append(image)
+    requests = [ground_request(r["phrase"], Image.open(root / r["image"]).convert("RGB")) for r in rows]
     outputs = adapter.generate(requests, GenerationSettings(max_new_tokens=16), batch_size=batch_size)
     ious, failures = [], 0
-    for r, image, out in zip(rows, images, outputs, strict=True):
+    for r, request, out in zip(rows, requests, outputs, strict=True):
+        image = request.images[0]
         parsed = parse_box(out[0], adapter.box_convention, image.size, adapter.input_size(image))
         failures += not parsed.ok
         ious.append(iou(parsed.box, Box(*r["bbox"])) if parsed.ok else 0.0)
