@@ -13,6 +13,7 @@ reply spans of one dialogue), so this is the ablation of step-DPO that does not 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,35 @@ class DPOTrainConfig(TrainConfig):
     nll_weight: float = 0.0  # NLL on the chosen reply (TRL's "sft" loss term), keeps chosen likely
     lr: float = 5e-5
     epochs: float = 1.0
+    # the control no peer reports: each pair's preference flipped by a seeded coin. The gain must vanish;
+    # if it does not, it never came from the reward
+    swap_labels: bool = False
+
+
+# what "flipping the preference" exchanges, per step: the context a pair is scored in stays as it was (an
+# answer pair's two answers were both given the chosen box's crop, and keep it)
+SWAP_FIELDS = {
+    "box": ("box", "crop", "answer", "score", "iou"),
+    "answer": ("answer",),
+    "trajectory": ("box", "crop", "answer", "score", "iou"),
+}
+
+
+def swap_labels(rows: list[dict], seed: int) -> list[dict]:
+    """Each pair's chosen and rejected exchanged with probability 1/2, by a coin seeded per pair id (the
+    same pairs flip in every run with this seed); every row carries `labels_swapped`."""
+    out = []
+    for row in rows:
+        digest = hashlib.sha256(f"swap:{seed}:{row.get('id', '')}:{row['step']}".encode()).digest()
+        row = dict(row)
+        row["labels_swapped"] = bool(digest[0] & 1)
+        if row["labels_swapped"]:
+            for name in SWAP_FIELDS[row["step"]]:
+                c, r = f"chosen_{name}", f"rejected_{name}"
+                if c in row or r in row:
+                    row[c], row[r] = row.get(r), row.get(c)
+        out.append(row)
+    return out
 
 
 def read_pairs(pairs_dir: str | Path, steps: tuple[str, ...]) -> list[dict]:
@@ -117,6 +147,8 @@ def build_trainer(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, **
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_pairs(cfg.pairs, steps)
+    if cfg.swap_labels:
+        rows = swap_labels(rows, cfg.seed)
     adapter = load_policy(cfg)
     loss_type = ["sigmoid", "sft"] if cfg.nll_weight > 0 else ["sigmoid"]
     args = trl_arguments(
@@ -160,6 +192,7 @@ def run_dpo(
             "trainer": name,
             "model": str(final),
             "pairs": len(rows),
+            "labels_swapped": sum(1 for r in rows if r.get("labels_swapped")),
             "by_step": {s: sum(1 for r in rows if r["step"] == s) for s in steps},
             "steps": trainer.state.global_step,
             "first_loss": history[0]["loss"] if history else None,

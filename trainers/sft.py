@@ -34,7 +34,8 @@ class SFTConfig(TrainConfig):
     data: str = ""
     split: str | None = "sft"
     task_options: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None  # the first N annotated samples ("a few")
+    limit: int | None = None  # the first N annotated samples of `split` ("a few")
+    extra_splits: tuple[str, ...] = ()  # more annotated data: every sample of these splits too
     crop_min_side: int | None = None  # None: the task's own rule, as in eval
     steps: tuple[str, ...] = ("box", "answer")  # which supervised steps to train
     lr: float = 2e-4
@@ -45,11 +46,16 @@ def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completio
     """Dataset rows (ids only: Arrow cannot hold PIL images in chat messages) and the completions by id."""
     from visrl_bench.registry import TASKS
 
-    task = TASKS.build(cfg.task, cfg.data, cfg.split, seed=cfg.seed, **cfg.task_options)
+    def annotated():
+        for n, split in enumerate((cfg.split, *cfg.extra_splits)):
+            task = TASKS.build(cfg.task, cfg.data, split, seed=cfg.seed, **cfg.task_options)
+            for i, sample in enumerate(task.samples()):
+                if n == 0 and cfg.limit is not None and i >= cfg.limit:
+                    break
+                yield task, sample
+
     rows, completions = [], {}
-    for i, sample in enumerate(task.samples()):
-        if cfg.limit is not None and i >= cfg.limit:
-            break
+    for task, sample in annotated():
         box, answer = sft_completions(task, sample, adapter, cfg.crop_min_side)
         for step, completion in (("box", box), ("answer", answer)):
             if step in cfg.steps:
@@ -59,7 +65,7 @@ def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completio
                     {"id": key, "step": step, "images": [f"{key}:{k}" for k in range(len(completion.images))]}
                 )
     if not rows:
-        raise ValueError(f"no SFT rows from {cfg.task} {cfg.data} split={cfg.split}")
+        raise ValueError(f"no SFT rows from {cfg.task} {cfg.data} split={cfg.split} {cfg.extra_splits}")
     return rows, completions
 
 

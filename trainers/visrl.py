@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,17 @@ def _scores(run_dir: Path, key: str) -> list[float]:
     return [r["scores"][key] for r in records]
 
 
-def run(cfg: VisRLConfig) -> Path:
+def final_model(cfg: VisRLConfig) -> Path:
+    """Where the loop leaves its last model."""
+    out = Path(cfg.out)
+    if cfg.rounds < 1:
+        return Path(cfg.model) if cfg.skip_sft else out / "sft" / "final"
+    return out / f"round_{cfg.rounds}" / "train" / "final"
+
+
+def run(cfg: VisRLConfig, data_provider: Callable[[Any], tuple[Path, dict]] | None = None) -> Path:
+    """The loop. `data_provider(generate_config) -> (pairs dir, stats)` replaces the round's own `generate`
+    (the ablation grid shares samples between cells through it); `eval_modes=()` skips the evaluation."""
     from visrl_bench.trainers.sft import SFTConfig
     from visrl_bench.trainers.sft import train as train_sft
 
@@ -137,7 +148,7 @@ def run(cfg: VisRLConfig) -> Path:
     for r in range(1, cfg.rounds + 1):
         rdir = out / f"round_{r}"
         data_dir = rdir / "data"
-        if (data_dir / "stats.json").is_file() and _done(rdir / "train" / "final"):
+        if data_provider is None and (data_dir / "stats.json").is_file() and _done(rdir / "train" / "final"):
             stats = json.loads((data_dir / "stats.json").read_text())
         else:
             gen_cfg = load_config(
@@ -155,9 +166,20 @@ def run(cfg: VisRLConfig) -> Path:
                     "seed": cfg.seed + 1000 * r,
                 },
             )
-            stats = timed(f"round_{r}/generate", generate, gen_cfg, None, True)
+            if data_provider is None:
+                stats = timed(f"round_{r}/generate", generate, gen_cfg, None, True)
+            else:
+                data_dir, stats = timed(f"round_{r}/generate", data_provider, gen_cfg)
         round_stats.append(stats)
         final = rdir / "train" / "final"
+        if not _done(final) and not any((stats.get("pairs") or {}).values()):
+            # nothing to learn from (no question gave a pair): the policy goes on unchanged, on the record
+            final.parent.mkdir(parents=True, exist_ok=True)
+            final.unlink(missing_ok=True)
+            final.symlink_to(Path(policy).resolve(), target_is_directory=True)
+            (rdir / "train" / "no_pairs.json").write_text(
+                json.dumps({"policy_unchanged": str(policy)}) + "\n"
+            )
         if not _done(final):
             reference = str(sft_model) if cfg.reference == "sft" else "self"
             dpo_cfg = load_config(
@@ -175,6 +197,8 @@ def run(cfg: VisRLConfig) -> Path:
         policy = final
         models.append((f"round_{r}", final))
 
+    if not cfg.eval_modes:
+        return out
     # eval every model the loop made, in every mode
     evals: dict[str, dict[str, Path]] = {}
     for name, path in models:

@@ -412,6 +412,76 @@ def generate_command(
     typer.echo(json.dumps(shown, indent=2))
 
 
+@app.command("ablate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ablate_command(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option(help="Ablation YAML: bases, task, data, rows, stages.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="quick (1 seed, 1 round) or full (3 seeds, 2 rounds).")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Lanes (base x seed) run in parallel processes.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Progress bar over cells.")] = True,
+) -> None:
+    """Every configuration x every base LMM (x seeds): one resumable cell each, then the leaderboard.
+
+    Example: visrl-bench ablate --config configs/ablation_zoomworld.yaml --preset quick --jobs 2
+    """
+    from visrl_bench.ablation import load_ablation_config, run_ablation
+
+    try:
+        cfg = load_ablation_config(config, preset, list(ctx.args))
+        summary = run_ablation(cfg, jobs=jobs, progress=progress)
+    except VisrlError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(summary, indent=2))
+    if summary["failed"]:
+        failed = [
+            str(cfg.cell_dir(r.name, b, s))
+            for r, b, s in cfg.cells()
+            if (cfg.cell_dir(r.name, b, s) / "error.json").is_file()
+        ]
+        _fail(
+            f"{summary['failed']} cell(s) failed (see error.json; rerun to retry them): " + ", ".join(failed)
+        )
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    runs: Annotated[list[Path], typer.Argument(help="Eval run dirs (or dirs holding them, searched).")],
+    out: Annotated[Path, typer.Option(help="Output path without suffix: OUT.csv / OUT.md / OUT.png.")],
+    format: Annotated[list[str] | None, typer.Option("--format", help="csv, md, png (repeatable).")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="TASK:METRIC to show (repeatable); default: headline metrics.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="Row that the others are compared with (paired).")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Title of the Markdown and the chart.")] = "Leaderboard",
+    seed: Annotated[int, typer.Option(help="Bootstrap / permutation seed.")] = 0,
+) -> None:
+    """Eval runs as one table: value, 95% bootstrap CI and n per cell; paired differences to --reference."""
+    from visrl_bench import leaderboard as lb
+
+    try:
+        found = lb.find_runs(runs)
+        metrics = None
+        if metric:
+            metrics = []
+            for m in metric:
+                task, sep, name = m.partition(":")
+                if not sep:
+                    raise VisrlError(f"--metric {m!r}: expected TASK:METRIC, e.g. vstar_bench:accuracy")
+                metrics.append((task, name))
+        entries = lb.build_entries(found, metrics, reference, seed)
+        written = lb.write(entries, out, tuple(format or lb.FORMATS), title=title, reference=reference)
+    except VisrlError as exc:
+        _fail(str(exc))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
 @app.command("export")
 def export_command(
     adapter: Annotated[Path, typer.Option(help="A saved LoRA adapter dir (adapter_config.json).")],

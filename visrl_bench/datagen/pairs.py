@@ -500,3 +500,49 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
             file=sys.stderr,
         )
     return stats
+
+
+# the knobs that decide which questions are kept, and nothing else: runs differing only in these can share
+# one set of samples (generate with filter=false once, then `apply_filter`)
+FILTER_FIELDS = ("filter", "min_right_fraction", "max_right_fraction")
+
+
+def apply_filter(src: str | Path, out: str | Path, cfg: GenerateConfig) -> dict:
+    """The difficulty filter of `cfg`, applied after the fact to a `filter=false` run in `src`: writes the
+    dataset `generate(cfg)` would have written from the same samples (pair choice does not depend on the
+    filter), its images and crops linked, not copied. Returns its stats."""
+    src, out = Path(src).resolve(), Path(out)
+    before = json.loads((src / CONFIG_FILE).read_text()) if (src / CONFIG_FILE).is_file() else None
+    if before is None or before.get("filter") is not False or not (src / STATS_FILE).is_file():
+        raise VisrlError(f"{src}: apply_filter needs a finished `generate` run with filter=false")
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "progress", "limit", "out")}
+    changed = sorted(
+        k for k in mine if k not in FILTER_FIELDS and k not in ("model", "data") and before.get(k) != mine[k]
+    )
+    if changed:
+        raise VisrlError(f"{src}: its samples were drawn with different settings ({', '.join(changed)})")
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("images", "crops"):
+        link = out / sub
+        if not link.exists():
+            link.symlink_to(src / sub, target_is_directory=True)
+    records = []
+    for rec in sorted(_read_done(src / QUESTIONS_FILE), key=lambda r: r["position"]):
+        if "error" not in rec and not keep_question([c["reward"] for c in rec["candidates"]], cfg):
+            rec = {**rec, "kept": False, "pairs": []}
+        records.append(rec)
+    with (out / QUESTIONS_FILE).open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    with (out / PAIRS_FILE).open("w", encoding="utf-8") as f:
+        for rec in records:
+            for p in rec.get("pairs", []):
+                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    stats = summarize(records, cfg)
+    stats["derived_from"] = str(src)
+    stats["config"] = asdict(cfg)
+    (out / CONFIG_FILE).write_text(
+        json.dumps({**before, **{k: mine[k] for k in FILTER_FIELDS}}, indent=2, sort_keys=True) + "\n"
+    )
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats

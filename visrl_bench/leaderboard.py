@@ -1,0 +1,506 @@
+"""`visrl-bench leaderboard`: any set of eval runs as one table, every value with its 95% CI and n.
+
+A run is a dir with results.json + samples.jsonl (what `eval` writes). Its place in the table:
+- an ablation cell (a `cell.json` beside results.json, written by `ablate`): row = configuration,
+  column = base LMM, repeated seeds pooled;
+- any other run: row = the model's dir name and mode, one column.
+
+Values: a single run's number is its results.json metric with its CI (the task's exact metric). Runs of
+several seeds are averaged; their CI resamples questions of the seed-averaged per-question scores (it
+measures the test set's noise, the seeds' spread is reported beside it as `seed_sd`).
+Differences to a reference row are paired: the same questions in both cells, per-question differences,
+their bootstrap CI and a two-sided sign-flip permutation p-value (exact up to 16 questions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visrl_bench.errors import VisrlError
+from visrl_bench.metrics.stats import DEFAULT_SEED, bootstrap_ci
+
+RESULTS_FILE = "results.json"
+SAMPLES_FILE = "samples.jsonl"
+CELL_FILE = "cell.json"
+AVERAGE = "average"
+EXACT_PERMUTATION_MAX_N = 16
+PERMUTATIONS = 10_000
+FORMATS = ("csv", "md", "png")
+
+
+@dataclass
+class Run:
+    path: Path  # the run dir
+    row: str
+    column: str
+    seed: int | None
+    results: dict[str, Any]
+    description: str = ""
+    _records: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def records(self) -> list[dict]:
+        if self._records is None:
+            from visrl_bench.evaluate import read_records
+
+            path = self.path / SAMPLES_FILE
+            self._records = read_records(path) if path.is_file() else []
+        return self._records
+
+    def scores(self, task: str, metric: str) -> dict[str, float] | None:
+        """Per-question scores in [0, 1] keyed by sample id, or None when the metric is not per question."""
+        out = {}
+        for rec in self.records:
+            if rec.get("task") != task:
+                continue
+            value = sample_score(rec, metric)
+            if value is None:
+                return None
+            out[rec["id"]] = value
+        return out or None
+
+
+def sample_score(record: dict, metric: str) -> float | None:
+    """One question's contribution to `metric` (a mean of these is the metric, in [0, 1])."""
+    focus = record.get("focus") or {}
+    if metric == "focus_iou":
+        return focus.get("iou")
+    if metric.startswith("focus_acc@"):
+        return None if focus.get("iou") is None else float(focus["iou"] >= float(metric.split("@")[1]))
+    value = (record.get("scores") or {}).get(metric)
+    return None if value is None else float(value)
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Every results.json at or under `paths`, placed in the table."""
+    found: dict[Path, Run] = {}
+    for p in paths:
+        p = Path(p)
+        if p.is_file() and p.name == RESULTS_FILE:
+            candidates = [p]
+        elif p.is_dir():
+            candidates = sorted(p.rglob(RESULTS_FILE))
+        else:
+            raise VisrlError(f"{p}: no such run dir or results.json")
+        if not candidates:
+            raise VisrlError(f"{p}: no results.json in or under it")
+        for results_file in candidates:
+            run_dir = results_file.parent.resolve()
+            if run_dir not in found:
+                found[run_dir] = load_run(run_dir)
+    return list(found.values())
+
+
+def load_run(run_dir: Path) -> Run:
+    try:
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VisrlError(f"{run_dir / RESULTS_FILE}: not a readable results file ({exc})") from exc
+    if not isinstance(results.get("results"), dict):
+        raise VisrlError(f"{run_dir / RESULTS_FILE}: no `results` object (not an eval run)")
+    cell_file = run_dir / CELL_FILE
+    if cell_file.is_file():
+        cell = json.loads(cell_file.read_text())
+        return Run(run_dir, cell["row"], cell["base"], cell.get("seed"), results, cell.get("description", ""))
+    config = results.get("config", {})
+    model = Path(str(config.get("model", run_dir.name))).name
+    return Run(run_dir, f"{model} ({config.get('mode', '?')})", "score", None, results)
+
+
+def _metrics_of(runs: list[Run]) -> list[tuple[str, str]]:
+    """(task, metric) pairs to show by default: every task's headline metrics, in first-seen order."""
+    from visrl_bench.registry import TASKS
+
+    out: list[tuple[str, str]] = []
+    for run in runs:
+        for task in run.results["results"]:
+            try:
+                names = TASKS.load(task).headline_metrics
+            except Exception:  # an unregistered task: its first metric with a CI
+                names = [k[:-5] for k in run.results["results"][task] if k.endswith("_ci95")][:1]
+            for name in names:
+                if (task, name) not in out:
+                    out.append((task, name))
+    return out
+
+
+# --- arithmetic --------------------------------------------------------------------------------------------
+def mean_ci(values: np.ndarray, seed: int = DEFAULT_SEED) -> tuple[float, float, float]:
+    """(mean, lo, hi) in percent of per-question scores in [0, 1]."""
+    lo, hi = bootstrap_ci(values, seed=seed)
+    return 100 * float(np.mean(values)), 100 * lo, 100 * hi
+
+
+def sign_flip_pvalue(diffs: np.ndarray, seed: int = DEFAULT_SEED, n_resamples: int = PERMUTATIONS) -> float:
+    """Two-sided p-value of "mean difference = 0" for paired differences: under the null each difference is
+    as likely to have either sign. Exact (all 2^n sign patterns) up to 16 questions, else Monte Carlo with
+    the (count + 1) / (resamples + 1) correction, so p is never 0."""
+    d = np.asarray(diffs, dtype=float)
+    n = d.size
+    if n == 0:
+        return float("nan")
+    observed = abs(d.mean())
+    tol = 1e-12 * max(1.0, observed)
+    if n <= EXACT_PERMUTATION_MAX_N:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        means = np.abs((signs * d).mean(axis=1))
+        return float(np.mean(means >= observed - tol))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((-1.0, 1.0), size=(n_resamples, n))
+    count = int(np.sum(np.abs((signs * d).mean(axis=1)) >= observed - tol))
+    return (count + 1) / (n_resamples + 1)
+
+
+# --- the table ---------------------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    """One (row, column, task, metric) value of the table."""
+
+    row: str
+    column: str
+    task: str
+    metric: str
+    value: float | None
+    ci: tuple[float, float] | None
+    n: int | None
+    seeds: int
+    seed_sd: float | None
+    runs: list[Path]
+    scores: dict[str, float] | None  # per question, averaged over seeds
+    diff: float | None = None
+    diff_ci: tuple[float, float] | None = None
+    diff_p: float | None = None
+    diff_n: int | None = None
+
+
+def _pooled_scores(runs: list[Run], task: str, metric: str) -> dict[str, float] | None:
+    per_run = [r.scores(task, metric) for r in runs]
+    if any(s is None for s in per_run):
+        return None
+    ids = set(per_run[0])
+    if any(set(s) != ids for s in per_run):
+        return None  # seeds scored different questions: no per-question pooling
+    return {i: float(np.mean([s[i] for s in per_run])) for i in sorted(ids)}
+
+
+def build_entries(
+    runs: list[Run],
+    metrics: list[tuple[str, str]] | None = None,
+    reference: str | None = None,
+    seed: int = 0,
+    rows: list[str] | None = None,
+    columns: list[str] | None = None,
+) -> list[Entry]:
+    """The table's values (rows and columns in first-seen order unless given), with differences to the
+    `reference` row when one is named."""
+    metrics = metrics or _metrics_of(runs)
+    rows = rows or list(dict.fromkeys(r.row for r in runs))
+    columns = columns or list(dict.fromkeys(r.column for r in runs))
+    entries: list[Entry] = []
+    for task, metric in metrics:
+        for row, column in product(rows, columns):
+            group = [r for r in runs if r.row == row and r.column == column and task in r.results["results"]]
+            if not group:
+                continue
+            values = [r.results["results"][task].get(metric) for r in group]
+            scores = _pooled_scores(group, task, metric)
+            if any(v is None for v in values):
+                continue
+            if len(group) == 1:
+                res = group[0].results["results"][task]
+                ci, n = res.get(f"{metric}_ci95"), res.get("n")
+                if metric.startswith("focus_"):
+                    n = res.get("focus_n", n)
+                entry_ci = tuple(ci) if ci else None
+            else:
+                entry_ci = mean_ci(np.array(list(scores.values())), seed)[1:] if scores else None
+                n = len(scores) if scores else None
+            entries.append(
+                Entry(
+                    row,
+                    column,
+                    task,
+                    metric,
+                    float(np.mean(values)),
+                    entry_ci,
+                    n,
+                    len(group),
+                    float(np.std(values, ddof=1)) if len(group) > 1 else None,
+                    [r.path for r in group],
+                    scores,
+                )
+            )
+        if len(columns) > 1:
+            entries += _averages(entries, task, metric, rows, columns, seed)
+    if reference is not None:
+        add_differences(entries, reference, seed)
+    return entries
+
+
+def _averages(entries, task, metric, rows, columns, seed) -> list[Entry]:
+    """The average over columns (base LMMs): per question, then over questions, so its CI is paired."""
+    out = []
+    for row in rows:
+        cells = [
+            e for e in entries if (e.row, e.task, e.metric) == (row, task, metric) and e.column != AVERAGE
+        ]
+        if len(cells) != len(columns):
+            continue
+        scores = None
+        if all(c.scores for c in cells) and len({frozenset(c.scores) for c in cells}) == 1:
+            ids = sorted(cells[0].scores)
+            scores = {i: float(np.mean([c.scores[i] for c in cells])) for i in ids}
+        value = float(np.mean([c.value for c in cells]))
+        ci = mean_ci(np.array(list(scores.values())), seed)[1:] if scores else None
+        out.append(
+            Entry(
+                row,
+                AVERAGE,
+                task,
+                metric,
+                value,
+                ci,
+                len(scores) if scores else None,
+                min(c.seeds for c in cells),
+                None,
+                [p for c in cells for p in c.runs],
+                scores,
+            )
+        )
+    return out
+
+
+def paired_difference(
+    a: dict[str, float], b: dict[str, float], seed: int = 0
+) -> tuple[float, tuple, float, int]:
+    """(mean of a - b in percent, its 95% bootstrap CI, sign-flip p-value, n) over the questions both have."""
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise VisrlError("paired difference over no common questions")
+    d = np.array([a[i] - b[i] for i in ids])
+    mean, lo, hi = mean_ci(d, seed)
+    return mean, (lo, hi), sign_flip_pvalue(d, seed), len(ids)
+
+
+def add_differences(entries: list[Entry], reference: str, seed: int = 0) -> None:
+    """Each row's difference to `reference` in the same column, paired over the same questions."""
+    refs = {(e.column, e.task, e.metric): e for e in entries if e.row == reference}
+    if not refs:
+        raise VisrlError(f"reference row {reference!r} is not in the table")
+    for e in entries:
+        ref = refs.get((e.column, e.task, e.metric))
+        if e.row == reference or ref is None or not e.scores or not ref.scores:
+            continue
+        e.diff, e.diff_ci, e.diff_p, e.diff_n = paired_difference(e.scores, ref.scores, seed)
+
+
+# --- output ------------------------------------------------------------------------------------------------
+def to_frame(entries: list[Entry], link_root: Path | None = None):
+    import pandas as pd
+
+    def link(e: Entry) -> str:
+        paths = [p / RESULTS_FILE for p in e.runs]
+        if link_root is not None:
+            paths = [Path(os.path.relpath(p, link_root)) for p in paths]
+        return ";".join(str(p) for p in paths)
+
+    frame = pd.DataFrame(
+        [
+            {
+                "row": e.row,
+                "column": e.column,
+                "task": e.task,
+                "metric": e.metric,
+                "value": _r(e.value),
+                "ci_low": _r(e.ci[0]) if e.ci else None,
+                "ci_high": _r(e.ci[1]) if e.ci else None,
+                "n": e.n,
+                "seeds": e.seeds,
+                "seed_sd": _r(e.seed_sd),
+                "diff_vs_reference": _r(e.diff),
+                "diff_ci_low": _r(e.diff_ci[0]) if e.diff_ci else None,
+                "diff_ci_high": _r(e.diff_ci[1]) if e.diff_ci else None,
+                "diff_p_value": _r(e.diff_p, 4),
+                "diff_n": e.diff_n,
+                "results": link(e),
+            }
+            for e in entries
+        ]
+    )
+    return frame.astype({"n": "Int64", "seeds": "Int64", "diff_n": "Int64"})
+
+
+def _r(v: float | None, digits: int = 2) -> float | None:
+    return None if v is None else round(float(v), digits) + 0.0  # + 0.0: no "-0.0"
+
+
+def _cell_text(e: Entry | None, link_root: Path | None) -> str:
+    if e is None:
+        return "-"
+    text = f"{e.value:.1f}"
+    if e.ci:
+        text += f" [{e.ci[0]:.1f}, {e.ci[1]:.1f}]"
+    if e.column != AVERAGE and link_root is not None:
+        target = Path(os.path.relpath(e.runs[0] / RESULTS_FILE, link_root))
+        text = f"[{text}]({target.as_posix()})"
+    return text
+
+
+def _diff_text(e: Entry | None) -> str:
+    if e is None or e.diff is None:
+        return "-"
+    p = "p < 0.001" if e.diff_p < 0.001 else f"p = {e.diff_p:.3f}"
+    d, lo, hi = (round(v, 1) + 0.0 for v in (e.diff, *e.diff_ci))
+    return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], {p}"
+
+
+def to_markdown(
+    entries: list[Entry],
+    title: str = "Leaderboard",
+    link_root: Path | None = None,
+    reference: str | None = None,
+    intro: str = "",
+    descriptions: dict[str, str] | None = None,
+) -> str:
+    lines = [f"# {title}", ""]
+    if intro:
+        lines += [intro, ""]
+    lines += [
+        "Values in %, with 95% percentile-bootstrap CIs over questions. Pooled seeds: the mean of the seeds, "
+        "CI over questions of the seed-averaged scores. Each value links to its results.json.",
+        "",
+    ]
+    descriptions = descriptions or {}
+    for task, metric in dict.fromkeys((e.task, e.metric) for e in entries):
+        sub = [e for e in entries if (e.task, e.metric) == (task, metric)]
+        rows = list(dict.fromkeys(e.row for e in sub))
+        columns = list(dict.fromkeys(e.column for e in sub))
+        at = {(e.row, e.column): e for e in sub}
+        ns = sorted({e.n for e in sub if e.n is not None and e.column != AVERAGE})
+        seeds = sorted({e.seeds for e in sub if e.column != AVERAGE})
+        lines += [
+            f"## {task}: {metric}",
+            "",
+            f"n = {', '.join(map(str, ns)) or '?'} questions; seeds per cell: {', '.join(map(str, seeds))}.",
+            "",
+            "| configuration | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row} | " + " | ".join(_cell_text(at.get((row, c)), link_root) for c in columns) + " |"
+            )
+        if reference and any(e.diff is not None for e in sub):
+            lines += [
+                "",
+                f"Difference to `{reference}` (row minus {reference}, paired over the same questions: "
+                "mean, 95% bootstrap CI, two-sided sign-flip p-value):",
+                "",
+                "| configuration | " + " | ".join(columns) + " |",
+                "|---|" + "---|" * len(columns),
+            ]
+            for row in rows:
+                if row != reference:
+                    lines.append(
+                        f"| {row} | " + " | ".join(_diff_text(at.get((row, c))) for c in columns) + " |"
+                    )
+        lines.append("")
+    if descriptions:
+        lines += ["Configurations:", ""]
+        lines += [f"- `{row}`: {text}" for row, text in descriptions.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_png(entries: list[Entry], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((e.task, e.metric) for e in entries))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.6 * len(panels)), squeeze=False)
+    for ax, (task, metric) in zip(axes[:, 0], panels, strict=True):
+        sub = [e for e in entries if (e.task, e.metric) == (task, metric)]
+        rows = list(dict.fromkeys(e.row for e in sub))
+        columns = list(dict.fromkeys(e.column for e in sub))
+        width = 0.8 / len(columns)
+        at = {(e.row, e.column): e for e in sub}
+        for k, column in enumerate(columns):
+            xs, ys, lo, hi = [], [], [], []
+            for i, row in enumerate(rows):
+                e = at.get((row, column))
+                if e is None:
+                    continue
+                xs.append(i + (k - (len(columns) - 1) / 2) * width)
+                ys.append(e.value)
+                lo.append(e.value - e.ci[0] if e.ci else 0.0)
+                hi.append(e.ci[1] - e.value if e.ci else 0.0)
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=column)
+        ax.set_xticks(range(len(rows)), rows, rotation=20, ha="right")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"{task}: {metric} (95% CI)")
+        ax.grid(axis="y", alpha=0.3)
+        if len(columns) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bundle_results(entries: list[Entry], into: Path, root: Path) -> None:
+    """Copy each run's results.json (and cell.json) under `into`, at its path relative to `root`, and point
+    the entries there: a committed table then links to provenance that is committed with it."""
+    moved: dict[Path, Path] = {}
+    for e in entries:
+        for p in e.runs:
+            if p not in moved:
+                target = into / p.relative_to(root)
+                target.mkdir(parents=True, exist_ok=True)
+                for name in (RESULTS_FILE, CELL_FILE):
+                    if (p / name).is_file():
+                        shutil.copy2(p / name, target / name)
+                moved[p] = target
+        e.runs = [moved[p] for p in e.runs]
+
+
+def write(
+    entries: list[Entry],
+    out: str | Path,
+    formats: tuple[str, ...] = FORMATS,
+    title: str = "Leaderboard",
+    reference: str | None = None,
+    intro: str = "",
+    descriptions: dict[str, str] | None = None,
+    extra_markdown: str = "",
+) -> list[Path]:
+    """OUT.csv / OUT.md / OUT.png (OUT without a suffix)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise VisrlError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if not entries:
+        raise VisrlError("nothing to tabulate: no run has the requested metrics")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = out.parent.resolve()
+    written = []
+    if "csv" in formats:
+        to_frame(entries, root).to_csv(out.with_suffix(".csv"), index=False)
+        written.append(out.with_suffix(".csv"))
+    if "md" in formats:
+        text = to_markdown(entries, title, root, reference, intro, descriptions)
+        out.with_suffix(".md").write_text(text + (("\n" + extra_markdown) if extra_markdown else ""))
+        written.append(out.with_suffix(".md"))
+    if "png" in formats:
+        to_png(entries, out.with_suffix(".png"), title)
+        written.append(out.with_suffix(".png"))
+    return written
