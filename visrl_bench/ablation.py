@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "rounds": 2,
         "sft": {"lora": False, "lr": 1e-3, "max_steps": 150, "batch_size": 32, "logging_steps": 25},
-        "generate": {"k": 8, "limit": 240, "batch_size": 96},
+        "generate": {"k": 8, "limit": 200, "batch_size": 96},
         "dpo": {"lora": False, "lr": 3e-4, "beta": 0.1, "nll_weight": 0.1, "batch_size": 16, "epochs": 1},
     },
 }

@@ -1,0 +1,286 @@
+"""`ablate`: grid expansion and config precedence, the swapped-label control, filtering shared samples after
+the fact, and a real grid on tiny models interrupted and resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from test_generate import ScriptedModel
+from typer.testing import CliRunner
+
+from visrl_bench import ablation
+from visrl_bench.ablation import load_ablation_config, run_ablation
+from visrl_bench.cli import app
+from visrl_bench.errors import VisrlError
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ablation.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE_YAML = """
+data: /data/zw
+bases: {llava: /ckpt/llava, qwen2_vl: /ckpt/qwen}
+sft: {lr: 5.0e-4}
+"""
+
+
+# --- config ------------------------------------------------------------------------------------------------
+def test_grid_expansion_and_precedence(tmp_path):
+    cfg = load_ablation_config(
+        _yaml(tmp_path, BASE_YAML + "rounds: 3\n"),
+        "full",
+        ["sft.max_steps=7", "generate.k=4", "seeds=[5, 6]"],
+    )
+    # preset < YAML < key=value, stage dicts merged key by key
+    assert cfg.rounds == 3  # YAML over the preset's 2
+    assert cfg.sft["lr"] == 5.0e-4 and cfg.sft["max_steps"] == "7" and cfg.sft["batch_size"] == 32
+    assert cfg.generate["k"] == "4" and cfg.generate["limit"] == ablation.PRESETS["full"]["generate"]["limit"]
+    assert cfg.seeds == [5, 6]
+    cells = cfg.cells()
+    assert len(cells) == len(ablation.ROWS) * 2 * 2
+    # lanes outermost (a lane's shared SFT is reused at once), rows in table order inside a lane
+    assert [(r.name, b, s) for r, b, s in cells[:2]] == [("base_direct", "llava", 5), ("sft", "llava", 5)]
+    assert {(b, s) for _, b, s in cells[: len(ablation.ROWS)]} == {("llava", 5)}
+    assert cfg.cell_dir("visrl", "llava", 5) == Path(cfg.out) / "cells" / "visrl" / "llava" / "seed5"
+    # the grid may grow without invalidating finished cells; a stage setting may not
+    grown = load_ablation_config(_yaml(tmp_path, BASE_YAML + "rounds: 3\n"), "full", ["seeds=[5, 6, 7]"])
+    assert (
+        grown.identity()
+        == load_ablation_config(_yaml(tmp_path, BASE_YAML + "rounds: 3\n"), "full").identity()
+    )
+
+
+def test_every_paper_row_is_a_preset_row():
+    names = [r.name for r in ablation.ROWS]
+    assert names == [
+        "base_direct", "sft", "sft_more_data", "trajectory_dpo", "visrl", "wo_step_level", "wo_diversity",
+        "wo_filter", "swapped_labels",
+    ]  # fmt: skip
+    rows = ablation.ROW_BY_NAME
+    assert rows["wo_step_level"].trainer == "dpo" and rows["wo_step_level"].generate == {}  # the same data
+    assert rows["visrl"].generate == {} and rows["visrl"].trainer == "step_dpo"
+    assert rows["swapped_labels"].dpo == {"swap_labels": True}
+    for preset in ablation.PRESETS.values():
+        assert load_ablation_config(None, None, [f"{k}={json.dumps(v)}" for k, v in {
+            **preset, "data": "d", "bases": {"a": "b"}}.items()]).rounds == preset["rounds"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (BASE_YAML, ["sft.lrate=1"], "`sft`: .*unknown option\\(s\\) lrate"),
+        (BASE_YAML, ["generate.kk=1"], "`generate`: .*kk"),
+        (BASE_YAML, ["rows=[visrl, nope]"], "unknown row\\(s\\) nope"),
+        (BASE_YAML, ["colour=red"], "unknown option\\(s\\) colour"),
+        ("data: d\n", [], "`bases` names no base model"),
+        (BASE_YAML, ["sft"], "not key=value"),
+    ],
+)
+def test_bad_config_fails_before_any_cell(tmp_path, text, overrides, message):
+    with pytest.raises(VisrlError, match=message):
+        load_ablation_config(_yaml(tmp_path, text), "quick", overrides)
+
+
+def test_cli_refuses_unknown_preset(tmp_path):
+    result = CliRunner().invoke(
+        app, ["ablate", "--config", str(_yaml(tmp_path, BASE_YAML)), "--preset", "huge"]
+    )
+    assert result.exit_code == 2 and "unknown preset 'huge'" in result.output
+
+
+# --- the swapped-label control -----------------------------------------------------------------------------
+def test_swap_labels_flips_about_half_and_keeps_the_context():
+    from visrl_bench.trainers.dpo import swap_labels
+
+    rows = []
+    for i in range(400):
+        for step in ("box", "answer", "trajectory"):
+            rows.append(
+                {
+                    "id": f"q{i}#{step}0",
+                    "step": step,
+                    "chosen_box": "[1]",
+                    "rejected_box": "[2]",
+                    "chosen_crop": "c1.png",
+                    "rejected_crop": "c2.png",
+                    "chosen_answer": "right",
+                    "rejected_answer": "wrong",
+                    "chosen_score": 1.0,
+                    "rejected_score": 0.0,
+                }
+            )
+    out = swap_labels(rows, seed=0)
+    assert out == swap_labels(rows, seed=0)  # seeded per pair id
+    assert out != swap_labels(rows, seed=1)
+    flipped = [r for r in out if r["labels_swapped"]]
+    assert 0.45 < len(flipped) / len(out) < 0.55
+    for r in flipped:
+        assert (r["chosen_answer"], r["rejected_answer"]) == ("wrong", "right")
+        if r["step"] == "answer":  # both answers were given the chosen crop: the context stays
+            assert (r["chosen_box"], r["chosen_crop"]) == ("[1]", "c1.png")
+        else:
+            assert (r["chosen_box"], r["chosen_crop"], r["chosen_score"]) == ("[2]", "c2.png", 0.0)
+    assert all(r["chosen_answer"] == "right" for r in out if not r["labels_swapped"])
+    assert rows[0]["chosen_answer"] == "right"  # the input is not modified
+
+
+# --- shared samples, filtered after the fact ---------------------------------------------------------------
+class HalfRightModel(ScriptedModel):
+    """Like ScriptedModel, but for about half the questions the far box's crop is read right in the first of
+    its answer samples: rewards 1.0 (gold) and 0.5 (far), both "right" -> all-right, yet still a pair."""
+
+    def generate(self, requests, settings, batch_size=1):
+        out = super().generate(requests, settings, batch_size)
+        for i, (r, outs) in enumerate(zip(requests, out, strict=True)):
+            if len(r.images) == 2 and outs[0] == "none":
+                question = r.messages[0]["content"][1]["text"].split(" Please provide")[0]
+                if int(hashlib.sha1(question.encode()).hexdigest(), 16) % 2:
+                    key = (hashlib.sha1(r.images[0].tobytes()).hexdigest(), question)
+                    out[i] = [self.table[key][2], *outs[1:]]
+        return out
+
+
+@pytest.fixture(scope="module")
+def zoomworld(tmp_path_factory):
+    from fixtures import make_zoomworld
+
+    return make_zoomworld(tmp_path_factory.mktemp("zw_abl") / "zw")
+
+
+def test_apply_filter_equals_generating_with_the_filter(zoomworld, tmp_path):
+    from visrl_bench.datagen.pairs import GenerateConfig, apply_filter, generate
+    from visrl_bench.registry import TASKS
+
+    task = TASKS.build("zoomworld", zoomworld, "rl")
+    common = {
+        "model": "scripted",
+        "data": str(zoomworld),
+        "k": 4,
+        "perturb_prob": 0.0,
+        "answer_samples": 2,
+        "progress": False,
+    }
+    direct = generate(GenerateConfig(**common, out=str(tmp_path / "direct")), adapter=HalfRightModel(task))
+    everything = generate(
+        GenerateConfig(**common, filter=False, out=str(tmp_path / "all")), adapter=HalfRightModel(task)
+    )
+    derived = apply_filter(tmp_path / "all", tmp_path / "view", GenerateConfig(**common, out="x"))
+    assert 0 < direct["kept"] < everything["kept"] == task.count()  # the filter did drop questions
+    for key in ("questions_seen", "kept", "mixed", "all_right", "all_wrong", "pairs", "gold_iou"):
+        assert derived[key] == direct[key], key
+    assert (tmp_path / "view" / "pairs.jsonl").read_text() == (
+        tmp_path / "direct" / "pairs.jsonl"
+    ).read_text()
+    # every image a pair names is reachable from the view
+    for line in (tmp_path / "view" / "pairs.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert (tmp_path / "view" / row["image"]).is_file() and (
+            tmp_path / "view" / row["chosen_crop"]
+        ).is_file()
+    with pytest.raises(VisrlError, match="needs a finished `generate` run with filter=false"):
+        apply_filter(tmp_path / "direct", tmp_path / "v2", GenerateConfig(**common, out="x"))
+    with pytest.raises(VisrlError, match="different settings \\(k\\)"):
+        apply_filter(tmp_path / "all", tmp_path / "v3", GenerateConfig(**{**common, "k": 6}, out="x"))
+
+
+# --- a real grid on tiny models ----------------------------------------------------------------------------
+TINY_STAGES = [
+    "sft.max_steps=2",
+    "sft.batch_size=4",
+    "sft.logging_steps=1",
+    "generate.k=2",
+    "generate.limit=4",
+    "generate.batch_size=8",
+    "generate.max_new_tokens=12",
+    "dpo.batch_size=4",
+    "dpo.max_steps=1",
+    "dpo.logging_steps=1",
+    "eval_limit=4",
+    "max_new_tokens=12",
+]
+
+
+def _grid_config(tmp_path, zoomworld, tiny_checkpoints, rows, extra=()):
+    text = (
+        f"data: {zoomworld}\nout: {tmp_path / 'grid'}\nleaderboard: {tmp_path / 'board' / 'table'}\n"
+        f"bases: {{llava: {tiny_checkpoints['llava']}, qwen2_vl: {tiny_checkpoints['qwen2_vl']}}}\n"
+        f"rows: [{', '.join(rows)}]\n"
+    )
+    return load_ablation_config(_yaml(tmp_path, text), "quick", [*TINY_STAGES, *extra])
+
+
+def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, monkeypatch):
+    rows = ["base_direct", "sft", "visrl", "swapped_labels"]
+    cfg = _grid_config(tmp_path, zoomworld, tiny_checkpoints, rows)
+    real_evaluate = ablation.Lane.evaluate
+    calls = []
+
+    def interrupted(self, model, out, mode):
+        calls.append(out)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the third cell
+        return real_evaluate(self, model, out, mode)
+
+    monkeypatch.setattr(ablation.Lane, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(cfg, progress=False)
+    done = [c for c in (tmp_path / "grid" / "cells").rglob("cell.json")]
+    assert len(done) == 2 and not (tmp_path / "board" / "table.md").exists()
+    first = {p: p.stat().st_mtime_ns for p in done}
+
+    monkeypatch.setattr(ablation.Lane, "evaluate", real_evaluate)
+    summary = run_ablation(cfg, progress=False)
+    assert summary["done"] == summary["cells"] == 8 and summary["failed"] == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # finished cells were not redone
+    for name in ("table.csv", "table.md", "table.png"):
+        assert (tmp_path / "board" / name).is_file()
+
+    # shared work: one SFT per lane, and the full method and its control drew the same samples
+    for base in ("llava", "qwen2_vl"):
+        lane = tmp_path / "grid" / "shared" / base / "seed0"
+        assert (lane / "sft" / "final" / "config.json").is_file()
+        cells = {
+            r: json.loads((cfg.cell_dir(r, base, 0) / "cell.json").read_text())
+            for r in ("sft", "visrl", "swapped_labels")
+        }
+        sft_model = str((lane / "sft" / "final").resolve())
+        assert cells["sft"]["model"] == sft_model
+        full, control = cells["visrl"]["generate_stats"], cells["swapped_labels"]["generate_stats"]
+        assert len(full) == 1 and full[0]["derived_from"] == control[0]["derived_from"]
+        assert full[0]["questions_seen"] == 4
+        trained = cfg.cell_dir("visrl", base, 0) / "work" / "round_1" / "train"
+        # a round either trained on its pairs or, with none, kept the policy on the record
+        assert (trained / "train_summary.json").is_file() or (trained / "no_pairs.json").is_file()
+
+    # a rerun does nothing; a changed stage setting is refused instead of mixing incomparable cells
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "grid" / "cells").rglob("results.json")}
+    assert run_ablation(cfg, progress=False)["done"] == 8
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "grid" / "cells").rglob("results.json")}
+    changed = _grid_config(tmp_path, zoomworld, tiny_checkpoints, rows, ["sft.max_steps=3"])
+    with pytest.raises(VisrlError, match="different settings \\(sft\\)"):
+        run_ablation(changed, progress=False)
+
+    md = (tmp_path / "board" / "table.md").read_text()
+    assert "| configuration | llava | qwen2_vl | average |" in md
+    assert "## Which of the paper's findings reproduce here" in md
+    assert "](table_runs/visrl/llava/seed0/results.json)" in md
+
+
+def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, zoomworld, tiny_checkpoints):
+    text = (
+        f"data: {zoomworld}\nout: {tmp_path / 'grid'}\n"
+        f"bases: {{good: {tiny_checkpoints['llava']}, broken: {tmp_path / 'no_such_ckpt'}}}\n"
+        "rows: [base_direct]\n"
+    )
+    cfg = load_ablation_config(_yaml(tmp_path, text), "quick", ["eval_limit=2", "max_new_tokens=4"])
+    summary = run_ablation(cfg, progress=False)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    error = json.loads((cfg.cell_dir("base_direct", "broken", 0) / "error.json").read_text())
+    assert "no_such_ckpt" in error["error"]
+    assert (cfg.cell_dir("base_direct", "good", 0) / "results.json").is_file()
