@@ -446,6 +446,7 @@ def to_png(entries: list[Entry], path: Path, title: str) -> None:
                 hi.append(e.ci[1] - e.value if e.ci else 0.0)
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=column)
         ax.set_xticks(range(len(rows)), rows, rotation=20, ha="right")
+        ax.set_ylim(0, max(5.0, ax.get_ylim()[1]))  # an all-zero panel still shows a readable axis
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(f"{task}: {metric} (95% CI)")
         ax.grid(axis="y", alpha=0.3)
