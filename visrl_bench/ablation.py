@@ -504,7 +504,7 @@ def write_leaderboard(cfg: AblationConfig, seconds: float | None = None) -> list
         f"Every configuration x every base LMM on `{cfg.task}` (`{cfg.eval_split}` split), produced by "
         f"`visrl-bench ablate` ({len(cfg.seeds)} seed(s): {', '.join(map(str, cfg.seeds))}; "
         f"{cfg.rounds} RL round(s); per-stage settings in `{out.name}_runs/*/*/*/cell.json`"
-        + (f"; grid wall time {seconds:.0f} s" if seconds is not None else "")
+        + f"; compute time of the cells, summed: {_cells_seconds(cfg):.0f} s"
         + ")."
     )
     descriptions = {r: ROW_BY_NAME[r].description for r in cfg.rows}
@@ -517,6 +517,15 @@ def write_leaderboard(cfg: AblationConfig, seconds: float | None = None) -> list
         descriptions=descriptions,
         extra_markdown=findings_markdown(cfg, entries, runs, metric),
     )
+
+
+def _cells_seconds(cfg: AblationConfig) -> float:
+    """Stable across reruns (a rerun that skips every cell must not rewrite the table's timing)."""
+    total = 0.0
+    for r, b, s in cfg.cells():
+        path = cfg.cell_dir(r.name, b, s) / CELL_FILE
+        total += json.loads(path.read_text()).get("seconds", 0.0) if path.is_file() else 0.0
+    return total
 
 
 def verdict(lo: float, hi: float) -> str:
@@ -569,7 +578,7 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
                 ok = (
                     "as it must, it does not beat SFT"
                     if lo <= 0
-                    else "it BEATS SFT: gains are not from the reward"
+                    else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
                 )
                 lines.append(
                     f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
