@@ -81,11 +81,10 @@ def evaluate_model(cfg: VisRLConfig, model: Path, out: Path, mode: str) -> dict:
 
 def _scores(run_dir: Path, key: str) -> list[float]:
     from visrl_bench.evaluate import read_records
+    from visrl_bench.leaderboard import sample_score
 
     records = sorted(read_records(run_dir / "samples.jsonl"), key=lambda r: r["position"])
-    if key == "focus_iou":
-        return [r.get("focus", {}).get("iou", 0.0) for r in records]
-    return [r["scores"][key] for r in records]
+    return [sample_score(r, key) or 0.0 for r in records]  # no box parsed: focus IoU 0
 
 
 def final_model(cfg: VisRLConfig) -> Path:

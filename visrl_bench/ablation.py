@@ -201,6 +201,15 @@ def _hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def portable(path: str | Path | None) -> str | None:
+    """A path as cell.json records it: relative to the directory `ablate` ran in when it lies inside it, so
+    committed cells do not name one machine's directories."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    return str(p.relative_to(Path.cwd().resolve())) if p.is_relative_to(Path.cwd().resolve()) else str(p)
+
+
 def _done(model_dir: Path) -> bool:
     return (model_dir / "config.json").is_file()
 
@@ -283,9 +292,9 @@ class Lane:
             "row": row.name,
             "description": row.description,
             "base": self.base,
-            "base_model": str(Path(cfg.bases[self.base]).resolve()),
+            "base_model": portable(cfg.bases[self.base]),
             "seed": self.seed,
-            "model": str(model.resolve()),
+            "model": portable(model),
             "mode": row.mode,
             "trainer": row.trainer,
             "generate_overrides": row.generate,
@@ -293,7 +302,7 @@ class Lane:
             "rounds": cfg.rounds if row.trainer else 0,
             "generate_stats": [
                 {
-                    k: s.get(k)
+                    k: portable(s.get(k)) if k == "derived_from" else s.get(k)
                     for k in (
                         "questions_seen",
                         "kept",
@@ -482,13 +491,13 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
         "jobs": jobs,
     }
     if cfg.leaderboard and done == len(cfg.cells()):
-        summary["leaderboard"] = [str(p) for p in write_leaderboard(cfg, summary["seconds"])]
+        summary["leaderboard"] = [str(p) for p in write_leaderboard(cfg)]
     (out / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 # --- the committed table -----------------------------------------------------------------------------------
-def write_leaderboard(cfg: AblationConfig, seconds: float | None = None) -> list[Path]:
+def write_leaderboard(cfg: AblationConfig) -> list[Path]:
     from visrl_bench import leaderboard as lb
     from visrl_bench.registry import TASKS
 
