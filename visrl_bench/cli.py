@@ -498,6 +498,28 @@ def export_command(
     typer.echo(f"wrote {path}")
 
 
+@app.command(
+    "lmms-eval",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def lmms_eval_command(ctx: typer.Context) -> None:
+    """Run lmms-eval's own CLI with these arguments (needs the `lmms-eval` extra).
+
+    The same as the `lmms-eval` command, except that a torchvision that cannot be imported (PyPI's CUDA
+    build next to CPU torch) is treated as absent instead of crashing transformers' image processors.
+    `--model visrl_cot --model_args pretrained=DIR,mode=cot` runs our adapters and reasoning modes.
+    """
+    try:
+        from lmms_eval.cli.dispatch import main as lmms_eval_main
+    except ImportError as exc:
+        _fail(
+            f"lmms-eval is not installed ({exc}); "
+            'pip install -c constraints.txt -e ".[lmms-eval]"'
+        )
+    sys.argv = ["lmms-eval", *ctx.args]
+    sys.exit(lmms_eval_main())
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,249 @@
+"""lmms-eval interop: the `visrl_cot` plug-in run by lmms-eval's own CLI and evaluator, offline, gives the
+predictions `visrl-bench eval` gives; both TextVQA scorers agree on the same predictions; and the core works
+without lmms-eval and next to a torchvision that cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from fixtures import make_textvqa
+
+from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+from visrl_bench.models import GenerationSettings
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+MAX_NEW_TOKENS = 12
+
+# lmms-eval reads each answer through the same EvalAI processor we use; these exercise its rules
+ANSWER_WORDS = [
+    "Dakota", "dakota", "two", "2", "the cat", "cat", "a dog", "dog.", "don't", "dont", "1,000", "1000",
+    "yes", "no", "ale", "stout", "coca-cola", "coca cola", "it's", "its", "(5)", "5", "u.s.a.", "usa",
+]  # fmt: skip
+
+
+def _lmms_eval_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lmms_eval") is not None
+
+
+needs_lmms_eval = pytest.mark.skipif(
+    not _lmms_eval_installed(), reason='lmms-eval not installed (pip install -e ".[lmms-eval]")'
+)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **OFFLINE, **extra}
+
+
+# --- the core without lmms-eval, next to a broken torchvision --------------------------------------------
+BROKEN_TORCHVISION = 'raise RuntimeError("operator torchvision::nms does not exist")\n'
+
+
+def test_core_runs_without_lmms_eval_and_next_to_a_broken_torchvision(tmp_path, tiny_checkpoints):
+    """A torchvision whose import raises (PyPI's CUDA build on CPU torch) shadows whatever is installed;
+    lmms-eval is made unimportable. eval still runs on LLaVA and Qwen2-VL, `list` still works, and the
+    `lmms-eval` command says what to install."""
+    fake = tmp_path / "site"
+    (fake / "torchvision").mkdir(parents=True)
+    (fake / "torchvision" / "__init__.py").write_text(BROKEN_TORCHVISION)
+    data = make_textvqa(tmp_path / "textvqa")
+    ckpts = {arch: str(tiny_checkpoints[arch]) for arch in ("llava", "qwen2_vl")}
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["lmms_eval"] = None  # as if not installed
+        from typer.testing import CliRunner
+        from visrl_bench.cli import app
+        r = CliRunner().invoke(app, ["list"])
+        assert r.exit_code == 0, r.output
+        for arch in ("llava", "qwen2_vl"):
+            ckpt = {ckpts!r}
+            r = CliRunner().invoke(app, ["eval", "--model", ckpt[arch], "--task", "textvqa", "--data",
+                                         {str(data)!r}, "--output", {str(tmp_path)!r} + "/run_" + arch,
+                                         "--max-new-tokens", "4"])
+            assert r.exit_code == 0, r.output
+        import visrl_bench._compat as compat
+        assert compat.BROKEN_TORCHVISION and "torchvision::nms" in compat.BROKEN_TORCHVISION
+        r = CliRunner().invoke(app, ["lmms-eval", "--tasks", "x"])
+        assert r.exit_code == 2 and "lmms-eval is not installed" in r.stderr, r.output
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(PYTHONPATH=f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"),
+        timeout=300,
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    for arch in ("llava", "qwen2_vl"):
+        records = [json.loads(line) for line in (tmp_path / f"run_{arch}" / "samples.jsonl").open()]
+        assert len(records) == 4 and all(r["prediction"] is not None for r in records)
+
+
+# --- the plug-in from lmms-eval's CLI -----------------------------------------------------------------------
+@needs_lmms_eval
+def test_entry_point_registers_visrl_cot():
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group="lmms_eval.models")}
+    assert names.get("visrl_cot") == "visrl_bench.lmms_eval_plugin:manifest"
+    code = (
+        "import visrl_bench, lmms_eval.models as m; "
+        "print(m.get_model('visrl_cot').__name__, 'visrl_cot' in m.list_available_models())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert out.stdout.split()[-2:] == ["VisrlCoT", "True"], out.stderr[-3000:]
+
+
+def _lmms_eval_predictions(out_dir: Path) -> dict[int, str]:
+    [samples] = list(out_dir.rglob("*_samples_*.jsonl"))
+    preds = {}
+    for line in samples.open():
+        row = json.loads(line)
+        resp = row["filtered_resps"]
+        preds[row["doc_id"]] = resp[0] if isinstance(resp, list) else resp
+    return preds
+
+
+def _our_predictions(ckpt: Path, data: Path, mode: str, out: Path, batch_size: int) -> list[dict]:
+    cfg = EvalConfig(
+        model=str(ckpt),
+        tasks=[TaskSpec("textvqa", str(data))],
+        mode=mode,
+        batch_size=batch_size,
+        generation=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS),
+    )
+    evaluate(cfg, out, progress=False)
+    return [json.loads(line) for line in (out / "samples.jsonl").open()]
+
+
+@needs_lmms_eval
+@pytest.mark.parametrize(("arch", "mode"), [("llava", "direct"), ("qwen2_vl", "direct"), ("llava", "cot")])
+def test_lmms_eval_cli_predictions_equal_visrl_bench_eval(tmp_path, tiny_checkpoints, arch, mode):
+    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+
+    data = make_textvqa(tmp_path / "textvqa")
+    task_dir = write_textvqa_task(data, tmp_path / "task", max_new_tokens=MAX_NEW_TOKENS)
+    trace = tmp_path / "trace.jsonl"
+    model_args = f"pretrained={tiny_checkpoints[arch]},mode={mode},trace={trace}"
+    cmd = [
+        sys.executable, "-m", "visrl_bench.cli", "lmms-eval",
+        "--model", "visrl_cot", "--model_args", model_args, "--tasks", "visrl_textvqa",
+        "--include_path", str(task_dir), "--batch_size", "2", "--device", "cpu",
+        "--output_path", str(tmp_path / "lmms_out"), "--log_samples",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    theirs = _lmms_eval_predictions(tmp_path / "lmms_out")
+    ours = _our_predictions(tiny_checkpoints[arch], data, mode, tmp_path / "ours", batch_size=2)
+    assert len(theirs) == len(ours) == 4
+    assert [theirs[i] for i in range(4)] == [r["prediction"] for r in ours]
+    assert any(p.strip() for p in theirs.values())  # the tiny model said something
+    traced = [json.loads(line) for line in trace.open()]
+    assert [t["prediction"] for t in sorted(traced, key=lambda t: t["position"])] == [
+        r["prediction"] for r in ours
+    ]
+    if mode == "cot":  # the same box step too
+        assert [t["focus"]["text"] for t in sorted(traced, key=lambda t: t["position"])] == [
+            r["focus"]["text"] for r in ours
+        ]
+
+
+def _plain_lmms_eval_cli_usable() -> tuple[bool, str]:
+    """The `lmms-eval` executable can only start where torchvision imports or is absent."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util as u; u.find_spec('torchvision') and __import__('torchvision')",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return False, "installed torchvision cannot be imported (CPU torch + CUDA torchvision); see README"
+    return True, ""
+
+
+@needs_lmms_eval
+def test_the_lmms_eval_executable_runs_visrl_cot(tmp_path, tiny_checkpoints):
+    usable, why = _plain_lmms_eval_cli_usable()
+    if not usable:
+        pytest.skip(why)
+    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+
+    data = make_textvqa(tmp_path / "textvqa")
+    task_dir = write_textvqa_task(data, tmp_path / "task", max_new_tokens=MAX_NEW_TOKENS)
+    exe = Path(sys.executable).parent / "lmms-eval"
+    cmd = [
+        str(exe), "--model", "visrl_cot",
+        "--model_args", f"pretrained={tiny_checkpoints['llava']},mode=direct",
+        "--tasks", "visrl_textvqa", "--include_path", str(task_dir), "--batch_size", "2", "--device", "cpu",
+        "--output_path", str(tmp_path / "lmms_out"), "--log_samples",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    theirs = _lmms_eval_predictions(tmp_path / "lmms_out")
+    ours = _our_predictions(tiny_checkpoints["llava"], data, "direct", tmp_path / "ours", batch_size=2)
+    assert [theirs[i] for i in range(4)] == [r["prediction"] for r in ours]
+
+
+# --- the same predictions, two scorers ----------------------------------------------------------------------
+@needs_lmms_eval
+def test_textvqa_scores_agree_with_lmms_eval_on_the_same_predictions(tmp_path):
+    """Our score (`visrl-bench score`) and lmms-eval's (its task's process_results + aggregation, loaded from
+    the task YAML we write) on 60 questions whose answers and predictions hit the normalisation rules. The
+    answer normalisation agrees everywhere; the per-question mean differs by at most one unit in the last
+    place (we sum like the official TextVQA evaluator, lmms-eval uses statistics.mean); the reported score
+    agrees to every digit we print."""
+    from lmms_eval.tasks import TaskManager
+
+    import visrl_bench  # noqa: F401  (before lmms_eval: hides a broken torchvision)
+    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+    from visrl_bench.registry import TASKS
+    from visrl_bench.scoring import score_task
+
+    rng = random.Random(7)
+    rows, preds = [], []
+    for i in range(60):
+        answers = [rng.choice(ANSWER_WORDS) for _ in range(10)]
+        rows.append((1000 + i, f"question {i}?", "img_a" if i % 2 else "img_b", answers))
+        pred = rng.choice([*answers, *ANSWER_WORDS, " " + answers[0].upper() + " ", answers[0] + "."])
+        preds.append({"id": 1000 + i, "prediction": pred})
+    data = make_textvqa(tmp_path / "textvqa", rows=rows)
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    ours = score_task(TASKS.build("textvqa", str(data)), tmp_path / "p.jsonl")
+
+    task_dir = write_textvqa_task(data, tmp_path / "task")
+    os.environ.update(OFFLINE)
+    task = TaskManager("ERROR", include_path=str(task_dir)).load_task_or_group(["visrl_textvqa"])
+    [task] = task.values() if isinstance(task, dict) else [task]
+    while isinstance(task, dict):  # groups nest tasks in lmms-eval 0.7
+        [task] = task.values()
+    docs = list(task.test_docs())
+    scores = [
+        task.process_results(doc, [p["prediction"]])["exact_match"]
+        for doc, p in zip(docs, preds, strict=True)
+    ]
+    theirs = task.aggregation()["exact_match"](scores)
+
+    per_question = [r["scores"]["vqa_accuracy"] for r in ours.records]
+    assert len(per_question) == len(scores) == 60
+    ulp_apart = [i for i, (a, b) in enumerate(zip(per_question, scores, strict=True)) if a != b]
+    import math
+
+    assert all(math.isclose(per_question[i], scores[i], rel_tol=0, abs_tol=4e-16) for i in ulp_apart)
+    assert 0 < sum(per_question) < 60  # the fixture is neither all right nor all wrong
+    assert ours.metrics["vqa_accuracy"] == round(100 * theirs, 6)
