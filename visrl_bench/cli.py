@@ -512,10 +512,7 @@ def lmms_eval_command(ctx: typer.Context) -> None:
     try:
         from lmms_eval.cli.dispatch import main as lmms_eval_main
     except ImportError as exc:
-        _fail(
-            f"lmms-eval is not installed ({exc}); "
-            'pip install -c constraints.txt -e ".[lmms-eval]"'
-        )
+        _fail(f'lmms-eval is not installed ({exc}); pip install -c constraints.txt -e ".[lmms-eval]"')
     sys.argv = ["lmms-eval", *ctx.args]
     sys.exit(lmms_eval_main())
 
