@@ -19,8 +19,11 @@ ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
 LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ message['role'].upper() + ': ' }}"
+    # plain-string content too: lmms-eval's llava_hf sends "<image>\n{question}" as one string
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
     "{% for item in message['content'] if item['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
     "{% for item in message['content'] if item['type'] == 'text' %}{{ item['text'] }}{% endfor %}"
+    "{% endif %}"
     "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% else %}{{ ' ' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
