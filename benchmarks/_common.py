@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # fixture writers in the benchmarks' re
 
 
 def bench_spec():
-    """~30M parameters (LLaVA 29.6M, Qwen2-VL 30.8M), so the model, not Python, dominates a forward call on this CPU."""
+    """~30M parameters (LLaVA 29.6M, Qwen2-VL 30.8M): the model, not Python, dominates a forward call."""
     from visrl_bench.models.tiny import TinySpec
 
     return TinySpec(
@@ -52,7 +52,9 @@ def make_textvqa_square(root: Path, n: int, side: int = 224) -> Path:
     ]
     make_textvqa(root, rows=rows)
     for i in range(n):  # distinct square images, so answers can differ
-        write_image(root / "train_images" / f"img{i:04d}.jpg", size=(side, side), color=(i * 37 % 255, 90, 160))
+        write_image(
+            root / "train_images" / f"img{i:04d}.jpg", size=(side, side), color=(i * 37 % 255, 90, 160)
+        )
     return root
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, build_bench_checkpoint, machine, median, write_report  # noqa: E402
+from _common import alternate, build_bench_checkpoint, machine, median, write_report
 
 TARGET = 1.5
 SHORT, LONG = 2, 10
@@ -33,9 +33,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from fixtures import make_pairs, make_zoomworld
+    from visrl_bench.trainers.common import load_config
 
     from visrl_bench.registry import TRAINERS
-    from visrl_bench.trainers.common import load_config
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))
     ckpt = build_bench_checkpoint("llava", tmp / "llava")
@@ -62,7 +62,9 @@ def main() -> None:
     def per_step(trainer: str) -> float:
         return (run(trainer, LONG) - run(trainer, SHORT)) / (LONG - SHORT)
 
-    times = alternate({"dpo": lambda: per_step("dpo"), "step_dpo": lambda: per_step("step_dpo")}, args.repeats)
+    times = alternate(
+        {"dpo": lambda: per_step("dpo"), "step_dpo": lambda: per_step("step_dpo")}, args.repeats
+    )
     dpo, step = median(times["dpo"]), median(times["step_dpo"])
     report = {
         "machine": machine(),

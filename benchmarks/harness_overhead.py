@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_bench_checkpoint, machine, make_textvqa_square, median, write_report  # noqa: E402
+from _common import build_bench_checkpoint, machine, make_textvqa_square, median, write_report
 
 TARGET = 0.25
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_report  # noqa: E402
+from _common import machine, write_report
 
 GROWTH_LIMIT_MB = 25.0  # peak RSS may differ this much between the smallest and largest file (noise)
 
@@ -84,7 +84,9 @@ def main() -> None:
     peaks = [r["peak_rss_mb"] for r in report["runs"]]
     report["growth_mb"] = round(max(peaks) - peaks[0], 1)
     report["met"] = report["growth_mb"] <= GROWTH_LIMIT_MB
-    print(f"growth from {args.rows[0]} to {args.rows[-1]} rows: {report['growth_mb']} MB (limit {GROWTH_LIMIT_MB})")
+    print(
+        f"growth {args.rows[0]} -> {args.rows[-1]} rows: {report['growth_mb']} MB (limit {GROWTH_LIMIT_MB})"
+    )
     write_report(args.out, report)
 
 

@@ -1,4 +1,4 @@
-"""K sampled box trajectories per question (what `generate` asks for): K=8 vs K=1, side by side in one process.
+"""K sampled box trajectories per question (what `generate` draws): K=8 vs K=1, side by side in one run.
 
     python benchmarks/sampling_k.py [--questions 8] [--k 8] [--repeats 3] [--out FILE.json]
 
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     alternate,
     build_bench_checkpoint,
     machine,

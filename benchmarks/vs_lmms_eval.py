@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     alternate,
     build_bench_checkpoint,
     machine,
@@ -84,7 +84,9 @@ def main() -> None:
 
     def theirs() -> float:
         # a fresh wrapper each time (not timed): simple_evaluate frees the model's modules when it ends
-        theirs_model = LlavaHf(pretrained=str(ckpt), device="cpu", device_map="cpu", dtype="float32", batch_size=1)
+        theirs_model = LlavaHf(
+            pretrained=str(ckpt), device="cpu", device_map="cpu", dtype="float32", batch_size=1
+        )
         started = time.perf_counter()
         results = lmms_evaluator.simple_evaluate(
             model=theirs_model,
@@ -98,7 +100,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         rows = sorted(results["samples"]["visrl_textvqa"], key=lambda r: r["doc_id"])
         predictions["theirs"] = [
-            r["filtered_resps"][0] if isinstance(r["filtered_resps"], list) else r["filtered_resps"] for r in rows
+            r["filtered_resps"][0] if isinstance(r["filtered_resps"], list) else r["filtered_resps"]
+            for r in rows
         ]
         return args.samples / seconds
 

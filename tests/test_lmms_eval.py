@@ -247,3 +247,29 @@ def test_textvqa_scores_agree_with_lmms_eval_on_the_same_predictions(tmp_path):
     assert all(math.isclose(per_question[i], scores[i], rel_tol=0, abs_tol=4e-16) for i in ulp_apart)
     assert 0 < sum(per_question) < 60  # the fixture is neither all right nor all wrong
     assert ours.metrics["vqa_accuracy"] == round(100 * theirs, 6)
+
+
+# --- K samples from one prefill (`generate`'s box sampling) ------------------------------------------------
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "qwen2_5_vl"])
+def test_k_samples_share_one_prefill_and_match_plain_generation(arch, tiny_adapters, tmp_path):
+    """With greedy decoding every one of the K continuations from the shared prefill must be exactly the
+    plain K=1 output (prompts of different lengths in one left-padded batch); with sampling they differ."""
+    from fixtures import write_image
+    from PIL import Image
+
+    from visrl_bench.models import ChatRequest
+    from visrl_bench.reasoning import box_step_messages
+
+    requests = []
+    for i in range(3):
+        write_image(tmp_path / f"{i}.jpg", size=(60 + 20 * i, 48), color=(40 * i, 90, 160))
+        question = "where is the thing in the picture? " * (i + 1)
+        requests.append(ChatRequest(box_step_messages(question), [Image.open(tmp_path / f"{i}.jpg")]))
+    adapter = tiny_adapters[arch]
+    plain = adapter.generate(requests, GenerationSettings(max_new_tokens=8), batch_size=3)
+    shared = adapter.generate(requests, GenerationSettings(max_new_tokens=8, num_return_sequences=3), 3)
+    assert shared == [[p[0]] * 3 for p in plain]
+    sampled = adapter.generate(
+        requests, GenerationSettings(max_new_tokens=8, num_return_sequences=4, temperature=1.0), 2
+    )
+    assert [len(s) for s in sampled] == [4, 4, 4] and all(len(set(s)) > 1 for s in sampled)

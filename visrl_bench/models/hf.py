@@ -7,6 +7,7 @@ a CUDA build that breaks on CPU torch. The PIL image processors give the same nu
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -225,13 +226,45 @@ class HFAdapter:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
             if not settings.greedy:
                 torch.manual_seed(settings.seed + start)
-            out = self.model.generate(**inputs, generation_config=config)
+            if settings.num_return_sequences > 1:
+                out = self._generate_from_shared_prefill(inputs, config, settings.num_return_sequences)
+            else:
+                out = self.model.generate(**inputs, generation_config=config)
             new = out[:, inputs["input_ids"].shape[1] :]
             decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             k = settings.num_return_sequences
             for j, i in enumerate(chunk):
                 results[i] = [d.strip() for d in decoded[j * k : (j + 1) * k]]
         return results
+
+    _PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+    def _generate_from_shared_prefill(self, inputs, config: GenerationConfig, k: int):
+        """K continuations per prompt, the image and the prompt encoded once.
+
+        `generate(num_return_sequences=K)` copies every input K times before the first forward: the vision
+        tower and the prefill run K times over the same image and text. Here the prompt minus its last
+        token goes through the model once; the KV cache is then copied K times and `generate` continues
+        from it, with only the last prompt token left to feed. Rows come out in the same order as
+        num_return_sequences=K (each prompt's K samples together).
+        """
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        head = {
+            key: (value[:, :-1] if key in self._PER_TOKEN_INPUTS else value) for key, value in inputs.items()
+        }
+        self.model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(k)
+        inner = getattr(self.model, "model", None)
+        if getattr(inner, "rope_deltas", None) is not None:  # Qwen's M-RoPE offsets, one per prompt
+            inner.rope_deltas = inner.rope_deltas.repeat_interleave(k, dim=0)
+        rest = {
+            key: inputs[key].repeat_interleave(k, dim=0) for key in self._PER_TOKEN_INPUTS if key in inputs
+        }
+        single = copy.deepcopy(config)
+        single.num_return_sequences = 1
+        return self.model.generate(**rest, past_key_values=cache, generation_config=single)
 
 
 class LlavaAdapter(HFAdapter):
