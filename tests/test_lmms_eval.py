@@ -132,10 +132,18 @@ def _our_predictions(ckpt: Path, data: Path, mode: str, out: Path, batch_size: i
 @needs_lmms_eval
 @pytest.mark.parametrize(("arch", "mode"), [("llava", "direct"), ("qwen2_vl", "direct"), ("llava", "cot")])
 def test_lmms_eval_cli_predictions_equal_visrl_bench_eval(tmp_path, tiny_checkpoints, arch, mode):
-    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+    from typer.testing import CliRunner
+
+    from visrl_bench.cli import app
 
     data = make_textvqa(tmp_path / "textvqa")
-    task_dir = write_textvqa_task(data, tmp_path / "task", max_new_tokens=MAX_NEW_TOKENS)
+    task_dir = tmp_path / "task"
+    made = CliRunner().invoke(
+        app,
+        ["lmms-eval-task", "textvqa", "--data", str(data), "--out", str(task_dir)]
+        + ["--max-new-tokens", str(MAX_NEW_TOKENS)],
+    )
+    assert made.exit_code == 0, made.output
     trace = tmp_path / "trace.jsonl"
     model_args = f"pretrained={tiny_checkpoints[arch]},mode={mode},trace={trace}"
     cmd = [

@@ -517,6 +517,30 @@ def lmms_eval_command(ctx: typer.Context) -> None:
     sys.exit(lmms_eval_main())
 
 
+@app.command("lmms-eval-task")
+def lmms_eval_task_command(
+    benchmark: Annotated[str, typer.Argument(help="The benchmark to convert (textvqa).")],
+    data: Annotated[Path, typer.Option(help="The benchmark folder, as `eval --data` takes it.")],
+    out: Annotated[Path, typer.Option(help="Task folder to write (pass it to --include_path).")],
+    split: Annotated[str, typer.Option(help="The benchmark's split.")] = "val",
+    task_name: Annotated[str, typer.Option(help="The lmms-eval task name.")] = "visrl_textvqa",
+    max_new_tokens: Annotated[int, typer.Option(help="generation_kwargs.max_new_tokens")] = 64,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+) -> None:
+    """Write an lmms-eval task over a local benchmark copy (a `datasets` folder + task YAML), offline."""
+    if benchmark != "textvqa":
+        _fail(f"lmms-eval-task converts textvqa only, not {benchmark!r}")
+    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+
+    try:
+        path = write_textvqa_task(
+            data, out, split=split, task_name=task_name, max_new_tokens=max_new_tokens, limit=limit
+        )
+    except VisrlError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path} (lmms-eval --include_path {path} --tasks {task_name})")
+
+
 def main() -> None:
     try:
         app()
