@@ -138,11 +138,8 @@ def test_lmms_eval_cli_predictions_equal_visrl_bench_eval(tmp_path, tiny_checkpo
 
     data = make_textvqa(tmp_path / "textvqa")
     task_dir = tmp_path / "task"
-    made = CliRunner().invoke(
-        app,
-        ["lmms-eval-task", "textvqa", "--data", str(data), "--out", str(task_dir)]
-        + ["--max-new-tokens", str(MAX_NEW_TOKENS)],
-    )
+    args = ["lmms-eval-task", "textvqa", "--data", str(data), "--out", str(task_dir)]
+    made = CliRunner().invoke(app, [*args, "--max-new-tokens", str(MAX_NEW_TOKENS)])
     assert made.exit_code == 0, made.output
     trace = tmp_path / "trace.jsonl"
     model_args = f"pretrained={tiny_checkpoints[arch]},mode={mode},trace={trace}"
