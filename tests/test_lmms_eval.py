@@ -278,3 +278,56 @@ def test_k_samples_share_one_prefill_and_match_plain_generation(arch, tiny_adapt
         requests, GenerationSettings(max_new_tokens=8, num_return_sequences=4, temperature=1.0), 2
     )
     assert [len(s) for s in sampled] == [4, 4, 4] and all(len(set(s)) > 1 for s in sampled)
+
+
+# --- turn 2 continues from turn 1's cache (visual CoT) ---------------------------------------------------
+class _PlainTurns:
+    """The adapter without its own generate_two_turns: both turns prefilled from scratch."""
+
+    def __init__(self, adapter):
+        self.generate = adapter.generate
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "qwen2_5_vl"])
+def test_turn_two_from_turn_one_cache_matches_a_fresh_prefill(arch, tiny_adapters, tmp_path):
+    """Greedy replies and answers equal the two-separate-prefills path, with prompts of different lengths
+    in one batch, K=1 and K=3, a crop as the new image and the uncropped image again."""
+    from fixtures import write_image
+    from PIL import Image
+
+    from visrl_bench.models import ChatRequest, generate_two_turns
+    from visrl_bench.reasoning import answer_step_messages, box_step_messages
+
+    images, questions = [], []
+    for i in range(3):
+        write_image(tmp_path / f"{i}.jpg", size=(64 + 24 * i, 56), color=(30 * i, 120, 200))
+        images.append(Image.open(tmp_path / f"{i}.jpg"))
+        questions.append("what is written on the sign? " * (i + 1))
+    first = [ChatRequest(box_step_messages(q), [im]) for q, im in zip(questions, images, strict=True)]
+
+    def follow_up(i: int, reply: str) -> ChatRequest:
+        image = images[i]
+        second = image if i == 1 else image.crop((4, 4, 40 + 8 * i, 40))
+        return ChatRequest(
+            answer_step_messages(questions[i], reply, "Answer."),
+            [image, second],
+        )
+
+    adapter = tiny_adapters[arch]
+    before = dict(adapter.turn_two_batches)
+    for k in (1, 3):
+        settings = GenerationSettings(max_new_tokens=6, num_return_sequences=k)
+        one = GenerationSettings(max_new_tokens=10)
+        reused = generate_two_turns(adapter, first, follow_up, one, settings, batch_size=3)
+        plain = generate_two_turns(_PlainTurns(adapter), first, follow_up, one, settings, batch_size=3)
+        assert reused == plain
+        assert all(len(outs) == k for outs in reused[1])
+    assert adapter.turn_two_batches["from_turn_one_cache"] == before["from_turn_one_cache"] + 2
+    assert adapter.turn_two_batches["refilled"] == before["refilled"]
+
+    def rephrased(i: int, reply: str) -> ChatRequest:  # turn 2 does not repeat turn 1: refilled, same text
+        return ChatRequest(answer_step_messages("and now?", reply, "Answer."), [images[i], images[i]])
+
+    reused = generate_two_turns(adapter, first, rephrased, one, settings, batch_size=2)
+    assert reused == generate_two_turns(_PlainTurns(adapter), first, rephrased, one, settings, batch_size=2)
+    assert adapter.turn_two_batches["refilled"] == before["refilled"] + 2

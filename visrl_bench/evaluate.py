@@ -20,7 +20,7 @@ from visrl_bench import __version__
 from visrl_bench.boxes import Box, ParsedBox, crop_region, format_box, iou, parse_box
 from visrl_bench.errors import DataError, VisrlError
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
-from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter
+from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
 from visrl_bench.reasoning import (
     Mode,
     answer_step_messages,
@@ -213,44 +213,50 @@ def run_window(
         live.append((position, sample, image, adapter.input_size(image)))
 
     focus: dict[int, dict] = {}
-    if mode.two_turns and live:
-        if mode.box_source == "model":
-            requests = [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live]
-            box_settings = replace(settings, num_return_sequences=1)
-            texts = [outs[0] for outs in adapter.generate(requests, box_settings, cfg.batch_size)]
-            parsed_boxes = [
-                parse_box(t, conv, im.size, rs) for t, (_, _, im, rs) in zip(texts, live, strict=True)
-            ]
-        else:  # a control: we write the box text, but crop the exact box, not its rounded text
-            boxes = [_focus_box(mode, s, im.size, cfg) for _, s, im, _ in live]
-            texts = [format_box(b, conv, im.size, rs) for b, (_, _, im, rs) in zip(boxes, live, strict=True)]
-            parsed_boxes = [ParsedBox(b) for b in boxes]
-        for (position, sample, image, _), text, parsed in zip(live, texts, parsed_boxes, strict=True):
-            region = crop_region(parsed.box, image.size, min_side) if parsed.box else None
-            info = {
-                "source": mode.box_source,
-                "text": text,
-                "box": parsed.box.as_list() if parsed.box else None,
-                "repairs": parsed.repairs,
-                "parse_error": parsed.reason,
-                "crop": region.as_list() if region and mode.crop else None,
-            }
-            if sample.gold_boxes:
-                info["iou"] = max(iou(parsed.box, g) for g in sample.gold_boxes) if parsed.box else 0.0
-            focus[position] = info
 
-    requests = []
-    for position, sample, image, _ in live:
-        prompt = task.prompt(sample)
-        if not mode.two_turns:
-            requests.append(ChatRequest(direct_messages(prompt), [image]))
-            continue
-        info = focus[position]
+    def focus_step(j: int, text: str, parsed: ParsedBox) -> ChatRequest:
+        """Record sample j's box step; its answer turn: the image and the crop (or the image again)."""
+        position, sample, image, _ = live[j]
+        region = crop_region(parsed.box, image.size, min_side) if parsed.box else None
+        info = {
+            "source": mode.box_source,
+            "text": text,
+            "box": parsed.box.as_list() if parsed.box else None,
+            "repairs": parsed.repairs,
+            "parse_error": parsed.reason,
+            "crop": region.as_list() if region and mode.crop else None,
+        }
+        if sample.gold_boxes:
+            info["iou"] = max(iou(parsed.box, g) for g in sample.gold_boxes) if parsed.box else 0.0
+        focus[position] = info
         second = image.crop(tuple(int(v) for v in info["crop"])) if info["crop"] else image
-        requests.append(
-            ChatRequest(answer_step_messages(sample.question, info["text"], prompt), [image, second])
+        return ChatRequest(answer_step_messages(sample.question, text, task.prompt(sample)), [image, second])
+
+    if not live:
+        requests, outputs = [], []
+    elif mode.box_source == "model":
+        box_requests = [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live]
+        requests = [None] * len(live)
+
+        def model_box(j: int, text: str) -> ChatRequest:
+            image, resized = live[j][2], live[j][3]
+            requests[j] = focus_step(j, text, parse_box(text, conv, image.size, resized))
+            return requests[j]
+
+        box_settings = replace(settings, num_return_sequences=1)
+        _, outputs = generate_two_turns(
+            adapter, box_requests, model_box, box_settings, settings, cfg.batch_size
         )
-    outputs = adapter.generate(requests, settings, cfg.batch_size) if requests else []
+    else:
+        if mode.two_turns:  # a control: we write the box text, but crop the exact box, not its rounded text
+            boxes = [_focus_box(mode, s, im.size, cfg) for _, s, im, _ in live]
+            requests = [
+                focus_step(j, format_box(b, conv, im.size, rs), ParsedBox(b))
+                for j, (b, (_, _, im, rs)) in enumerate(zip(boxes, live, strict=True))
+            ]
+        else:
+            requests = [ChatRequest(direct_messages(task.prompt(s)), [im]) for _, s, im, _ in live]
+        outputs = adapter.generate(requests, settings, cfg.batch_size)
 
     for (position, sample, _, resized), request, outs in zip(live, requests, outputs, strict=True):
         row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}

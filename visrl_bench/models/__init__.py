@@ -8,6 +8,7 @@ inside `visrl_bench.models.hf`, when a model is loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -64,6 +65,27 @@ class LMMAdapter(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+def generate_two_turns(
+    adapter: LMMAdapter,
+    first: list[ChatRequest],
+    follow_up: Callable[[int, str], ChatRequest],
+    first_settings: GenerationSettings,
+    settings: GenerationSettings,
+    batch_size: int = 1,
+) -> tuple[list[str], list[list[str]]]:
+    """One reply per `first` request, then K replies to the turn 2 that `follow_up(index, reply)` builds.
+
+    An adapter may do this faster itself (`HFAdapter` continues turn 2 from turn 1's KV cache); the turns
+    are then the same, but come in batches. Otherwise: turn 1 for all, then turn 2 for all.
+    """
+    own = getattr(adapter, "generate_two_turns", None)
+    if own is not None:
+        return own(first, follow_up, first_settings, settings, batch_size)
+    replies = [outs[0] for outs in adapter.generate(first, first_settings, batch_size)]
+    second = [follow_up(i, reply) for i, reply in enumerate(replies)]
+    return replies, adapter.generate(second, settings, batch_size)
 
 
 def read_arch(path: str | Path) -> str:

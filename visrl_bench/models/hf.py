@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -152,6 +152,8 @@ class HFAdapter:
         )
         self.processor = self.load_processor(root)
         self.tokenizer = self.processor.tokenizer
+        # how generate_two_turns ran turn 2, per batch (a tokeniser that breaks the prefix refills)
+        self.turn_two_batches = {"from_turn_one_cache": 0, "refilled": 0}
         self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -203,38 +205,47 @@ class HFAdapter:
             config.top_k = settings.top_k or None
         return config
 
+    def _length_order(self, texts: Sequence[str], requests: Sequence[ChatRequest]) -> list[int]:
+        # similar lengths share a batch, so little compute goes to padding
+        lengths = [
+            len(self.tokenizer(t, add_special_tokens=False).input_ids) + 1000 * len(r.images)
+            for t, r in zip(texts, requests, strict=True)
+        ]
+        return sorted(range(len(requests)), key=lambda i: (lengths[i], i))
+
+    def _encode(self, texts: Sequence[str], requests: Sequence[ChatRequest]):
+        images = [self.prepare_image(im) for r in requests for im in r.images]
+        inputs = self.processor(text=list(texts), images=images or None, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    def _decode(self, out, prompt_length: int, k: int, n: int) -> list[list[str]]:
+        decoded = self.tokenizer.batch_decode(out[:, prompt_length:], skip_special_tokens=True)
+        return [[d.strip() for d in decoded[j * k : (j + 1) * k]] for j in range(n)]
+
     @torch.inference_mode()
     def generate(
         self, requests: Sequence[ChatRequest], settings: GenerationSettings, batch_size: int = 1
     ) -> list[list[str]]:
         texts = [self.render(r) for r in requests]
-        lengths = [
-            len(self.tokenizer(t, add_special_tokens=False).input_ids) + 1000 * len(r.images)
-            for t, r in zip(texts, requests, strict=True)
-        ]
-        # similar lengths share a batch, so little compute goes to padding
-        order = sorted(range(len(requests)), key=lambda i: (lengths[i], i))
+        order = self._length_order(texts, requests)
         config = self._generation_config(settings)
+        k = settings.num_return_sequences
         results: list[list[str]] = [[] for _ in requests]
         for start in range(0, len(order), max(batch_size, 1)):
             chunk = order[start : start + max(batch_size, 1)]
-            images = [self.prepare_image(im) for i in chunk for im in requests[i].images]
-            inputs = self.processor(
-                text=[texts[i] for i in chunk], images=images or None, padding=True, return_tensors="pt"
-            ).to(self.device)
-            if "pixel_values" in inputs:
-                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            inputs = self._encode([texts[i] for i in chunk], [requests[i] for i in chunk])
             if not settings.greedy:
                 torch.manual_seed(settings.seed + start)
-            if settings.num_return_sequences > 1:
-                out = self._generate_from_shared_prefill(inputs, config, settings.num_return_sequences)
+            if k > 1:
+                out = self._generate_from_shared_prefill(inputs, config, k)
             else:
                 out = self.model.generate(**inputs, generation_config=config)
-            new = out[:, inputs["input_ids"].shape[1] :]
-            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-            k = settings.num_return_sequences
-            for j, i in enumerate(chunk):
-                results[i] = [d.strip() for d in decoded[j * k : (j + 1) * k]]
+            decoded = self._decode(out, inputs["input_ids"].shape[1], k, len(chunk))
+            for i, outs in zip(chunk, decoded, strict=True):
+                results[i] = outs
         return results
 
     _PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
@@ -255,16 +266,140 @@ class HFAdapter:
             key: (value[:, :-1] if key in self._PER_TOKEN_INPUTS else value) for key, value in inputs.items()
         }
         self.model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(k)
-        inner = getattr(self.model, "model", None)
-        if getattr(inner, "rope_deltas", None) is not None:  # Qwen's M-RoPE offsets, one per prompt
-            inner.rope_deltas = inner.rope_deltas.repeat_interleave(k, dim=0)
+        return self._continue(cache, inputs, config, k)
+
+    def _continue(self, cache, inputs, config: GenerationConfig, k: int):
+        """Generate from a cache that holds every token of `inputs` but the last, K samples per row."""
+        if k > 1:
+            cache.batch_repeat_interleave(k)
+            inner = getattr(self.model, "model", None)
+            if getattr(inner, "rope_deltas", None) is not None:  # Qwen's M-RoPE offsets, one per prompt
+                inner.rope_deltas = inner.rope_deltas.repeat_interleave(k, dim=0)
         rest = {
             key: inputs[key].repeat_interleave(k, dim=0) for key in self._PER_TOKEN_INPUTS if key in inputs
         }
         single = copy.deepcopy(config)
         single.num_return_sequences = 1
         return self.model.generate(**rest, past_key_values=cache, generation_config=single)
+
+    # --- two turns, one cache (visual CoT) ---------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_two_turns(
+        self,
+        first: Sequence[ChatRequest],
+        follow_up: Callable[[int, str], ChatRequest],
+        first_settings: GenerationSettings,
+        settings: GenerationSettings,
+        batch_size: int = 1,
+    ) -> tuple[list[str], list[list[str]]]:
+        """Turn 1 (one reply per request), then the turn 2 that `follow_up(index, reply)` builds from it.
+
+        Turn 2 repeats turn 1's prompt word for word (the dialogue so far, then the reply and a new image).
+        Prefilling it again would run the vision tower and the whole first prompt a second time, so turn
+        2 continues from turn 1's KV cache, cut back to the end of the first prompt; only the reply, the
+        second image and the new instruction go through the model. The reply is re-tokenised from its
+        text, as a fresh turn-2 prompt would be. Where a row's turn-2 tokens do not start with its turn-1
+        prompt's (a tokeniser that merges across the boundary), that batch prefills turn 2 from scratch.
+        """
+        from transformers import DynamicCache
+
+        texts1 = [self.render(r) for r in first]
+        order = self._length_order(texts1, first)
+        config1, config2 = self._generation_config(first_settings), self._generation_config(settings)
+        k = settings.num_return_sequences
+        replies: list[str] = [""] * len(first)
+        results: list[list[str]] = [[] for _ in first]
+        for start in range(0, len(order), max(batch_size, 1)):
+            chunk = order[start : start + max(batch_size, 1)]
+            inputs1 = self._encode([texts1[i] for i in chunk], [first[i] for i in chunk])
+            if not first_settings.greedy:
+                torch.manual_seed(first_settings.seed + start)
+            cache = DynamicCache(config=self.model.config)
+            out1 = self.model.generate(**inputs1, past_key_values=cache, generation_config=config1)
+            prompt1 = inputs1["input_ids"].shape[1]
+            for i, outs in zip(chunk, self._decode(out1, prompt1, 1, len(chunk)), strict=True):
+                replies[i] = outs[0]
+            second = [follow_up(i, replies[i]) for i in chunk]
+            texts2 = [self.render(r) for r in second]
+            inputs2 = self._encode(texts2, second)
+            if not settings.greedy:
+                torch.manual_seed(settings.seed + start)
+            joined = None
+            if all(self._repeats_images(first[i], r) for i, r in zip(chunk, second, strict=True)):
+                counts = [(len(first[i].images), len(r.images)) for i, r in zip(chunk, second, strict=True)]
+                joined = self._join_turns(inputs1, inputs2, self._new_images(counts))
+            self.turn_two_batches["refilled" if joined is None else "from_turn_one_cache"] += 1
+            if joined is None:
+                out = (
+                    self._generate_from_shared_prefill(inputs2, config2, k)
+                    if k > 1
+                    else self.model.generate(**inputs2, generation_config=config2)
+                )
+                prompt2 = inputs2["input_ids"].shape[1]
+            else:
+                cache.crop(prompt1 - cache.get_seq_length())
+                suffix, full = joined
+                self.model(**suffix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self._continue(cache, full, config2, k)
+                prompt2 = full["input_ids"].shape[1]
+            for i, outs in zip(chunk, self._decode(out, prompt2, k, len(chunk)), strict=True):
+                results[i] = outs
+        return [replies[i] for i in range(len(first))], results
+
+    @staticmethod
+    def _repeats_images(first: ChatRequest, second: ChatRequest) -> bool:
+        head = second.images[: len(first.images)]
+        return len(head) == len(first.images) and all(a is b for a, b in zip(head, first.images, strict=True))
+
+    @staticmethod
+    def _new_images(counts: list[tuple[int, int]]) -> list[int]:
+        """Indices, among all of a turn-2 batch's images, of those turn 1 did not have."""
+        keep, offset = [], 0
+        for before, after in counts:
+            keep += range(offset + before, offset + after)
+            offset += after
+        return keep
+
+    def _join_turns(self, inputs1, inputs2, new_images: list[int]):
+        """Turn 2's inputs laid out after turn 1's prompt: (the uncached part minus its last token, with its
+        images and positions; the whole sequence's per-token inputs), or None where a row's turn-2 tokens
+        do not start with its turn-1 prompt."""
+        ids1, mask1 = inputs1["input_ids"], inputs1["attention_mask"].bool()
+        ids2, mask2 = inputs2["input_ids"], inputs2["attention_mask"].bool()
+        n, prompt1 = ids1.shape
+        tails: list[torch.Tensor] = []
+        for row in range(n):
+            head, whole = ids1[row][mask1[row]], ids2[row][mask2[row]]
+            if len(whole) <= len(head) + 1 or not torch.equal(whole[: len(head)], head):
+                return None
+            tails.append(mask2[row].nonzero()[len(head)].item())
+        width = max(ids2.shape[1] - t for t in tails)
+        full: dict[str, torch.Tensor] = {}
+        for key in self._PER_TOKEN_INPUTS:
+            if key not in inputs2:
+                continue
+            rest = torch.zeros((n, width), dtype=inputs2[key].dtype, device=self.device)
+            if key == "input_ids":
+                rest.fill_(self.tokenizer.pad_token_id)
+            for row, t in enumerate(tails):
+                rest[row, width - (ids2.shape[1] - t) :] = inputs2[key][row, t:]
+            full[key] = torch.cat([inputs1[key], rest], dim=1)
+        # pads now sit in the middle of a row as well as on the left: positions count real tokens only
+        positions = self._positions(full, inputs2)
+        suffix = {key: value[:, prompt1:-1] for key, value in full.items()}
+        suffix["attention_mask"] = full["attention_mask"][:, :-1]
+        suffix["position_ids"] = positions[..., prompt1:-1]
+        suffix.update(self._new_image_inputs(inputs2, new_images))
+        return suffix, full
+
+    def _positions(self, full: dict, inputs2) -> torch.Tensor:
+        """Position ids as `generate` counts them: real tokens only."""
+        mask = full["attention_mask"]
+        return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+    def _new_image_inputs(self, inputs2, new_images: list[int]) -> dict[str, torch.Tensor]:
+        """The pixel inputs of the images turn 2 adds (one pixel tensor per image)."""
+        return {"pixel_values": inputs2["pixel_values"][new_images]} if new_images else {}
 
 
 class LlavaAdapter(HFAdapter):
@@ -312,6 +447,28 @@ class Qwen2VLAdapter(HFAdapter):
 
     def input_size(self, image) -> tuple[int, int]:
         return qwen_input_size(self.processor.image_processor, image.size)
+
+    def _positions(self, full: dict, inputs2) -> torch.Tensor:
+        """M-RoPE positions of the whole two-turn sequence (both turns' images); the offsets for decoding
+        are left where `generate` reads them."""
+        positions, deltas = self.model.model.get_rope_index(
+            full["input_ids"],
+            mm_token_type_ids=full["mm_token_type_ids"],
+            image_grid_thw=inputs2["image_grid_thw"],
+            attention_mask=full["attention_mask"],
+        )
+        self.model.model.rope_deltas = deltas
+        return positions
+
+    def _new_image_inputs(self, inputs2, new_images: list[int]) -> dict[str, torch.Tensor]:
+        # pixel_values holds every image's patches end to end; image_grid_thw says how many are whose
+        grids = inputs2["image_grid_thw"]
+        ends = grids.prod(-1).cumsum(0).tolist()
+        starts = [0, *ends[:-1]]
+        if not new_images:
+            return {}
+        patches = torch.cat([inputs2["pixel_values"][starts[i] : ends[i]] for i in new_images])
+        return {"pixel_values": patches, "image_grid_thw": grids[new_images]}
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
