@@ -23,6 +23,7 @@ from transformers.processing_utils import ProcessorMixin
 from visrl_bench.boxes import BoxConvention, as_convention
 from visrl_bench.errors import DataError
 from visrl_bench.models import ChatRequest, GenerationSettings
+from visrl_bench.models.kv_cache import append_in_place_cache
 
 log = logging.getLogger(__name__)
 # our own progress bars cover whole runs; per-shard bars for loading a small model are noise
@@ -242,7 +243,8 @@ class HFAdapter:
             if k > 1:
                 out = self._generate_from_shared_prefill(inputs, config, k)
             else:
-                out = self.model.generate(**inputs, generation_config=config)
+                cache = append_in_place_cache(self.model.config)
+                out = self.model.generate(**inputs, past_key_values=cache, generation_config=config)
             decoded = self._decode(out, inputs["input_ids"].shape[1], k, len(chunk))
             for i, outs in zip(chunk, decoded, strict=True):
                 results[i] = outs
@@ -259,9 +261,7 @@ class HFAdapter:
         from it, with only the last prompt token left to feed. Rows come out in the same order as
         num_return_sequences=K (each prompt's K samples together).
         """
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+        cache = append_in_place_cache(self.model.config)
         head = {
             key: (value[:, :-1] if key in self._PER_TOKEN_INPUTS else value) for key, value in inputs.items()
         }
@@ -301,8 +301,6 @@ class HFAdapter:
         text, as a fresh turn-2 prompt would be. Where a row's turn-2 tokens do not start with its turn-1
         prompt's (a tokeniser that merges across the boundary), that batch prefills turn 2 from scratch.
         """
-        from transformers import DynamicCache
-
         texts1 = [self.render(r) for r in first]
         order = self._length_order(texts1, first)
         config1, config2 = self._generation_config(first_settings), self._generation_config(settings)
@@ -314,7 +312,7 @@ class HFAdapter:
             inputs1 = self._encode([texts1[i] for i in chunk], [first[i] for i in chunk])
             if not first_settings.greedy:
                 torch.manual_seed(first_settings.seed + start)
-            cache = DynamicCache(config=self.model.config)
+            cache = append_in_place_cache(self.model.config)
             out1 = self.model.generate(**inputs1, past_key_values=cache, generation_config=config1)
             prompt1 = inputs1["input_ids"].shape[1]
             for i, outs in zip(chunk, self._decode(out1, prompt1, 1, len(chunk)), strict=True):
@@ -333,7 +331,11 @@ class HFAdapter:
                 out = (
                     self._generate_from_shared_prefill(inputs2, config2, k)
                     if k > 1
-                    else self.model.generate(**inputs2, generation_config=config2)
+                    else self.model.generate(
+                        **inputs2,
+                        past_key_values=append_in_place_cache(self.model.config),
+                        generation_config=config2,
+                    )
                 )
                 prompt2 = inputs2["input_ids"].shape[1]
             else:
