@@ -58,6 +58,20 @@ def make_textvqa_square(root: Path, n: int, side: int = 224) -> Path:
     return root
 
 
+def textvqa_eval_config(ckpt: Path, data: Path, mode: str, batch_size: int, max_new_tokens: int):
+    """`eval` of the TextVQA fixture, greedy, as the eval benchmarks run it."""
+    from visrl_bench.evaluate import EvalConfig, TaskSpec
+    from visrl_bench.models import GenerationSettings
+
+    return EvalConfig(
+        model=str(ckpt),
+        tasks=[TaskSpec("textvqa", str(data))],
+        mode=mode,
+        batch_size=batch_size,
+        generation=GenerationSettings(max_new_tokens=max_new_tokens),
+    )
+
+
 def machine() -> dict:
     import torch
 

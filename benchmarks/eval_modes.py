@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, build_bench_checkpoint, machine, make_textvqa_square, median, write_report
+from _common import (
+    alternate,
+    build_bench_checkpoint,
+    machine,
+    make_textvqa_square,
+    median,
+    textvqa_eval_config,
+    write_report,
+)
 
 TARGET = 2.2
 
@@ -36,8 +44,8 @@ class RefilledTurns:
 
 
 def measure(arch: str, args: argparse.Namespace, data: Path, tmp: Path) -> dict:
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
-    from visrl_bench.models import GenerationSettings, load_model
+    from visrl_bench.evaluate import evaluate
+    from visrl_bench.models import load_model
 
     ckpt = build_bench_checkpoint(arch, tmp / arch)
     adapter = load_model(ckpt)
@@ -45,13 +53,7 @@ def measure(arch: str, args: argparse.Namespace, data: Path, tmp: Path) -> dict:
 
     def rate(mode: str, model) -> float:
         runs[0] += 1
-        cfg = EvalConfig(
-            model=str(ckpt),
-            tasks=[TaskSpec("textvqa", str(data))],
-            mode=mode,
-            batch_size=args.batch_size,
-            generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
-        )
+        cfg = textvqa_eval_config(ckpt, data, mode, args.batch_size, args.max_new_tokens)
         started = time.perf_counter()
         evaluate(cfg, tmp / f"run-{arch}-{runs[0]}", adapter=model, progress=False)
         return args.samples / (time.perf_counter() - started)

@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_bench_checkpoint, machine, make_textvqa_square, median, write_report
+from _common import (
+    build_bench_checkpoint,
+    machine,
+    make_textvqa_square,
+    median,
+    textvqa_eval_config,
+    write_report,
+)
 
 TARGET = 0.25
 
@@ -42,8 +49,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("harness_overhead.json"))
     args = parser.parse_args()
 
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
-    from visrl_bench.models import GenerationSettings, load_model
+    from visrl_bench.evaluate import evaluate
+    from visrl_bench.models import load_model
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))
     ckpt = build_bench_checkpoint("llava", tmp / "llava")
@@ -54,13 +61,7 @@ def main() -> None:
     for mode in ("direct", "cot"):
         overheads, walls, forwards = [], [], []
         for r in range(args.repeats):
-            cfg = EvalConfig(
-                model=str(ckpt),
-                tasks=[TaskSpec("textvqa", str(data))],
-                mode=mode,
-                batch_size=args.batch_size,
-                generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
-            )
+            cfg = textvqa_eval_config(ckpt, data, mode, args.batch_size, args.max_new_tokens)
             timer.seconds = 0.0
             started = time.perf_counter()
             evaluate(cfg, tmp / f"run-{mode}-{r}", adapter=adapter, progress=False)

@@ -240,15 +240,17 @@ class HFAdapter:
             inputs = self._encode([texts[i] for i in chunk], [requests[i] for i in chunk])
             if not settings.greedy:
                 torch.manual_seed(settings.seed + start)
-            if k > 1:
-                out = self._generate_from_shared_prefill(inputs, config, k)
-            else:
-                cache = append_in_place_cache(self.model.config)
-                out = self.model.generate(**inputs, past_key_values=cache, generation_config=config)
+            out = self._generate_batch(inputs, config, k)
             decoded = self._decode(out, inputs["input_ids"].shape[1], k, len(chunk))
             for i, outs in zip(chunk, decoded, strict=True):
                 results[i] = outs
         return results
+
+    def _generate_batch(self, inputs, config: GenerationConfig, k: int):
+        if k > 1:
+            return self._generate_from_shared_prefill(inputs, config, k)
+        cache = append_in_place_cache(self.model.config)
+        return self.model.generate(**inputs, past_key_values=cache, generation_config=config)
 
     _PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
@@ -328,15 +330,7 @@ class HFAdapter:
                 joined = self._join_turns(inputs1, inputs2, self._new_images(counts))
             self.turn_two_batches["refilled" if joined is None else "from_turn_one_cache"] += 1
             if joined is None:
-                out = (
-                    self._generate_from_shared_prefill(inputs2, config2, k)
-                    if k > 1
-                    else self.model.generate(
-                        **inputs2,
-                        past_key_values=append_in_place_cache(self.model.config),
-                        generation_config=config2,
-                    )
-                )
+                out = self._generate_batch(inputs2, config2, k)
                 prompt2 = inputs2["input_ids"].shape[1]
             else:
                 cache.crop(prompt1 - cache.get_seq_length())
