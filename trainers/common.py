@@ -162,6 +162,7 @@ def trl_arguments(config_class, cfg: TrainConfig, **extra: Any):
         learning_rate=cfg.lr,
         max_steps=cfg.max_steps,
         num_train_epochs=cfg.epochs,
+        # transformers 5 reads a float < 1 here as a ratio (its warmup_ratio is deprecated)
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,

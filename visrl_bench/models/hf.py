@@ -363,7 +363,7 @@ class HFAdapter:
         ids1, mask1 = inputs1["input_ids"], inputs1["attention_mask"].bool()
         ids2, mask2 = inputs2["input_ids"], inputs2["attention_mask"].bool()
         n, prompt1 = ids1.shape
-        tails: list[torch.Tensor] = []
+        tails: list[int] = []  # per row: where its turn-2 tokens start to differ from turn 1's prompt
         for row in range(n):
             head, whole = ids1[row][mask1[row]], ids2[row][mask2[row]]
             if len(whole) <= len(head) + 1 or not torch.equal(whole[: len(head)], head):

@@ -19,6 +19,7 @@ class AppendInPlaceLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._view: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
         self._length = 0
 
     def update(
@@ -26,7 +27,7 @@ class AppendInPlaceLayer(DynamicLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        if self._buffers is None or self.keys is not self._view[0]:
+        if self.keys is not self._view[0]:
             # first call, or crop/repeat/select replaced the tensors: they become the buffer
             self._buffers = (self.keys, self.values) if self.keys.numel() else None
             self._length = self.keys.shape[-2] if self.keys.numel() else 0
