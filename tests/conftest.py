@@ -3,6 +3,10 @@ from pathlib import Path
 
 import pytest
 
+# before any test module imports peft, trl or transformers: a torchvision that cannot be imported (PyPI's CUDA
+# build next to CPU torch) must be hidden first, or their imports fail depending on which test runs first
+import visrl_bench  # noqa: F401
+
 # tests import their fixture writers as a plain module
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -331,3 +331,41 @@ def test_turn_two_from_turn_one_cache_matches_a_fresh_prefill(arch, tiny_adapter
     reused = generate_two_turns(adapter, first, rephrased, one, settings, batch_size=2)
     assert reused == generate_two_turns(_PlainTurns(adapter), first, rephrased, one, settings, batch_size=2)
     assert adapter.turn_two_batches["refilled"] == before["refilled"] + 2
+
+
+# --- failures inside lmms-eval's evaluator end in a non-zero exit ------------------------------------------
+def _run_visrl_lmms_eval(tmp_path: Path, task_dir: Path, pretrained: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "visrl_bench.cli", "lmms-eval",
+        "--model", "visrl_cot", "--model_args", f"pretrained={pretrained},mode=direct",
+        "--tasks", "visrl_textvqa", "--include_path", str(task_dir), "--batch_size", "2", "--device", "cpu",
+        "--output_path", str(tmp_path / "lmms_out"),
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)
+
+
+@needs_lmms_eval
+def test_visrl_bench_lmms_eval_exits_non_zero_when_the_evaluation_fails(tmp_path, tiny_checkpoints):
+    """lmms-eval catches whatever its evaluation raises, logs it and exits 0; `visrl-bench lmms-eval` exits
+    1 with one last line naming the error: for a checkpoint dir that does not exist (our plug-in's own
+    error) and for a task whose code raises."""
+    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+
+    data = make_textvqa(tmp_path / "textvqa")
+    task_dir = write_textvqa_task(data, tmp_path / "task", max_new_tokens=4)
+    missing = tmp_path / "no_such_checkpoint"
+    run = _run_visrl_lmms_eval(tmp_path, task_dir, str(missing))
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1, (run.stdout + run.stderr)[-4000:]
+    assert last.startswith("error: lmms-eval evaluation failed: ") and str(missing) in last, last
+
+    utils = task_dir / "utils.py"
+    utils.write_text(
+        utils.read_text()
+        + '\n\ndef doc_to_text(doc, lmms_eval_specific_kwargs=None):\n    raise KeyError("no_such_field")\n'
+    )
+    run = _run_visrl_lmms_eval(tmp_path, task_dir, str(tiny_checkpoints["llava"]))
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1, (run.stdout + run.stderr)[-4000:]
+    assert last == "error: lmms-eval evaluation failed: KeyError: 'no_such_field'", last
+    assert not list((tmp_path / "lmms_out").rglob("*results*.json"))

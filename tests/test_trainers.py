@@ -10,9 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("trl")
-pytest.importorskip("peft")
-
 
 @pytest.fixture(scope="module")
 def zoomworld(tmp_path_factory):

@@ -508,13 +508,19 @@ def lmms_eval_command(ctx: typer.Context) -> None:
     The same as the `lmms-eval` command, except that a torchvision that cannot be imported (PyPI's CUDA
     build next to CPU torch) is treated as absent instead of crashing transformers' image processors.
     `--model visrl_cot --model_args pretrained=DIR,mode=cot` runs our adapters and reasoning modes.
+    Unlike `lmms-eval` itself, it exits 1 when an evaluation raised (a missing checkpoint, a task's code):
+    lmms-eval logs the error and exits 0.
     """
     try:
-        from lmms_eval.cli.dispatch import main as lmms_eval_main
+        import lmms_eval.cli.dispatch  # noqa: F401
     except ImportError as exc:
-        _fail(f'lmms-eval is not installed ({exc}); pip install -c constraints.txt -e ".[lmms-eval]"')
-    sys.argv = ["lmms-eval", *ctx.args]
-    sys.exit(lmms_eval_main())
+        _fail(
+            f"lmms-eval is not installed ({exc}); "
+            'pip install -c requirements/lock-cpu.txt -e ".[lmms-eval]"'
+        )
+    from visrl_bench.lmms_eval_cli import run
+
+    sys.exit(run(list(ctx.args)))
 
 
 @app.command("lmms-eval-task")

@@ -250,7 +250,7 @@ class HFAdapter:
         if k > 1:
             return self._generate_from_shared_prefill(inputs, config, k)
         cache = append_in_place_cache(self.model.config)
-        return self.model.generate(**inputs, past_key_values=cache, generation_config=config)
+        return self.model.generate(**inputs, cache=cache, generation_config=config)
 
     _PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
@@ -267,7 +267,7 @@ class HFAdapter:
         head = {
             key: (value[:, :-1] if key in self._PER_TOKEN_INPUTS else value) for key, value in inputs.items()
         }
-        self.model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.model(**head, cache=cache, use_cache=True, logits_to_keep=1)
         return self._continue(cache, inputs, config, k)
 
     def _continue(self, cache, inputs, config: GenerationConfig, k: int):
@@ -282,7 +282,7 @@ class HFAdapter:
         }
         single = copy.deepcopy(config)
         single.num_return_sequences = 1
-        return self.model.generate(**rest, past_key_values=cache, generation_config=single)
+        return self.model.generate(**rest, cache=cache, generation_config=single)
 
     # --- two turns, one cache (visual CoT) ---------------------------------------------------------------
     @torch.inference_mode()
@@ -315,7 +315,7 @@ class HFAdapter:
             if not first_settings.greedy:
                 torch.manual_seed(first_settings.seed + start)
             cache = append_in_place_cache(self.model.config)
-            out1 = self.model.generate(**inputs1, past_key_values=cache, generation_config=config1)
+            out1 = self.model.generate(**inputs1, cache=cache, generation_config=config1)
             prompt1 = inputs1["input_ids"].shape[1]
             for i, outs in zip(chunk, self._decode(out1, prompt1, 1, len(chunk)), strict=True):
                 replies[i] = outs[0]
@@ -335,7 +335,7 @@ class HFAdapter:
             else:
                 cache.crop(prompt1 - cache.get_seq_length())
                 suffix, full = joined
-                self.model(**suffix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                self.model(**suffix, cache=cache, use_cache=True, logits_to_keep=1)
                 out = self._continue(cache, full, config2, k)
                 prompt2 = full["input_ids"].shape[1]
             for i, outs in zip(chunk, self._decode(out, prompt2, k, len(chunk)), strict=True):
