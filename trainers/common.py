@@ -21,7 +21,7 @@ from visrl_bench.errors import DataError, VisrlError
 from visrl_bench.io import read_yaml_mapping
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
-# ["q_proj", ...] list would also hit LLaVA's CLIP layers (footguns.md)
+# ["q_proj", ...] list would also hit LLaVA's CLIP layers
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 VISION_PREFIXES = ("vision_tower", "visual")
 WEIGHT_FILES = (
@@ -182,6 +182,24 @@ def trl_arguments(config_class, cfg: TrainConfig, **extra: Any):
         dataloader_num_workers=0,
         **extra,
     )
+
+
+def route_logs(trainer, out: Path) -> None:
+    """Every log event goes to OUT/log.csv; the terminal keeps a progress bar (with the last loss) or nothing.
+
+    transformers' Trainer prints each event's dict: through its progress bar's `write`, or, with the bar
+    off, through PrinterCallback. In a grid of cells those dicts scroll over the grid's own progress bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly)
+    trainer.add_callback(CSVLog(out / "log.csv"))
 
 
 class CSVLog:

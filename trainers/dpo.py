@@ -6,7 +6,7 @@ reply spans of one dialogue), so this is the ablation of step-DPO that does not 
 `VisionDPOTrainer` is TRL's DPOTrainer with two changes, both about data, none about the loss:
 - batches come from our collator (`visrl_bench.training`): the same rendering and image preparation as eval;
 - the reference log-probs are computed once, before training, and carried as columns. TRL refuses
-  `precompute_ref_log_probs` for vision data (footguns.md); recomputing them every step would double the cost
+  `precompute_ref_log_probs` for vision data; recomputing them every step would double the cost
   and, with LoRA, tie the reference to the adapter-disabled model whatever the config says.
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 
 from trl import DPOConfig, DPOTrainer
 from visrl_bench.trainers.common import (
-    CSVLog,
     Recipe,
     TrainConfig,
     load_policy,
     resume_point,
+    route_logs,
     save_model,
     trainable_parameters,
     trl_arguments,
@@ -168,9 +168,9 @@ def build_trainer(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, **
         processing_class=adapter.processor,
         batcher=VisionBatcher.for_adapter(adapter),
         images=ImageStore(cfg.pairs),
-        callbacks=[CSVLog(out / "log.csv")],
         **trainer_kwargs,
     )
+    route_logs(trainer, out)
     return trainer, rows, adapter
 
 

@@ -70,10 +70,10 @@ class PretrainConfig:
     seed: int = 0
     log_every: int = 25
     # perception first: reading a tile is learnable from positive crops alone, telling the target from other
-    # objects ("none") only once tiles can be read (zoomworld-notes, round 2)
+    # objects ("none") only once tiles can be read
     positive_only_fraction: float = 0.25
     # grounding: this share of every batch; 1-object scenes only until the first fraction of the steps,
-    # 1-2 objects until the second, then all (zoomworld-notes, round 3: no curriculum, no grounding).
+    # 1-2 objects until the second, then all (in our trials, without a curriculum no grounding was learned).
     # The defaults are the perception stage; GROUNDING_STAGE is the second stage of the committed bases.
     ground_fraction: float = 0.0
     ground_curriculum: tuple[float, float] = (0.15, 0.3)
@@ -117,7 +117,7 @@ def sincos(positions, dim: int):
 
 
 def sincos_init(model, tokenizer, arch: str, scale: float = 0.02, outputs_only: bool = False) -> None:
-    """Initialise what grounding needs to be smooth in space (zoomworld-notes, round 3): LLaVA's learned
+    """Initialise what grounding needs to be smooth in space: LLaVA's learned
     vision position embeddings as 2-D sin-cos of the patch row/column (Qwen's vision tower already has 2-D
     rotary positions), and every box-coordinate token's input and output embedding as sin-cos of its value,
     so that a box learned near x is likely near x' too (one token per value means 1001 unrelated rows)."""

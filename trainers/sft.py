@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from visrl_bench.trainers.common import (
-    CSVLog,
     Recipe,
     TrainConfig,
     load_policy,
     resume_point,
+    route_logs,
     save_model,
     trainable_parameters,
     trl_arguments,
@@ -88,8 +88,8 @@ def train(cfg: SFTConfig) -> Path:
         train_dataset=Dataset.from_list(rows),
         data_collator=lambda items: batcher.sft([completions[it["id"]] for it in items]),
         processing_class=adapter.processor,
-        callbacks=[CSVLog(out / "log.csv")],
     )
+    route_logs(trainer, out)
     resume = resume_point(cfg, adapter.model)
     result = trainer.train(resume_from_checkpoint=resume)
     trained, total = trainable_parameters(adapter.model)

@@ -380,13 +380,32 @@ class Lane:
 
 
 # --- the grid ----------------------------------------------------------------------------------------------
-def run_lane(cfg: AblationConfig, base: str, seed: int, rows: list[str], threads: int | None = None) -> dict:
+def lane_log(cfg: AblationConfig, base: str, seed: int) -> Path:
+    return Path(cfg.out) / "logs" / f"{base}-seed{seed}.log"
+
+
+def run_lane(
+    cfg: AblationConfig,
+    base: str,
+    seed: int,
+    rows: list[str],
+    threads: int | None = None,
+    worker: bool = False,
+) -> dict:
     """Every cell of one (base, seed) lane, in order; a failing cell writes error.json and the lane goes on.
-    A top-level function so that a worker process can run it."""
+    What its stages print (trainer logs, library warnings) goes to OUT/logs/<base>-seed<s>.log. A top-level
+    function so that a worker process can run it; a worker also sends its file descriptors there."""
+    from visrl_bench.logs import output_to
+
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    with output_to(lane_log(cfg, base, seed), fds=worker):
+        return _run_cells(cfg, base, seed, rows)
+
+
+def _run_cells(cfg: AblationConfig, base: str, seed: int, rows: list[str]) -> dict:
     lane = Lane(cfg, base, seed)
     status = {}
     for name in rows:
@@ -420,6 +439,26 @@ def ensure_data(cfg: AblationConfig) -> None:
             )
         return
     generate(Path(cfg.data), cfg.zoomworld_seed)
+
+
+def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | None:
+    """The line the terminal shows for a finished or failed cell; None while it is neither."""
+    from visrl_bench.registry import TASKS
+
+    cell = cfg.cell_dir(row.name, base, seed)
+    name = f"{row.name} / {base} / seed{seed}"
+    if (cell / CELL_FILE).is_file():
+        metrics = json.loads((cell / "results.json").read_text())["results"][cfg.task]
+        headline = TASKS.load(cfg.task).headline_metrics[0]
+        lo, hi = metrics[f"{headline}_ci95"]
+        text = f"{name}: {headline} {metrics[headline]:.1f} [{lo:.1f}, {hi:.1f}]"
+        if "focus_iou" in metrics:
+            text += f", focus IoU {metrics['focus_iou']:.1f}"
+        seconds = json.loads((cell / CELL_FILE).read_text()).get("seconds")
+        return text + (f" ({seconds:.0f} s)" if seconds is not None else "")
+    if (cell / ERROR_FILE).is_file():
+        return f"{name}: FAILED: {json.loads((cell / ERROR_FILE).read_text())['error']}"
+    return None
 
 
 def _finished(cfg: AblationConfig) -> tuple[int, int]:
@@ -463,22 +502,38 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
         disable=not progress,
         dynamic_ncols=True,
     )
+    reported = {(r.name, b, s) for r, b, s in cfg.cells() if _cell_state(cfg, r, b, s) is not None}
+
+    def report() -> None:
+        """One line per cell that finished or failed since the last call, above the bar."""
+        for row, base, seed in cfg.cells():
+            if (row.name, base, seed) in reported or (line := _cell_state(cfg, row, base, seed)) is None:
+                continue
+            reported.add((row.name, base, seed))
+            if progress:
+                bar.write(line)
+        bar.update(_finished(cfg)[0] - bar.n)
+
+    if progress:
+        bar.write(f"stage logs (trainers, library warnings): {Path(cfg.out) / 'logs'}")
     if jobs <= 1:
         for base, seed in lanes:
             for name in cfg.rows:
                 run_lane(cfg, base, seed, [name])
-                bar.update(_finished(cfg)[0] - bar.n)
+                report()
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, wait
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_lane, cfg, b, s, list(cfg.rows), threads) for b, s in lanes]
+            futures = [
+                pool.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
+            ]
             pending = set(futures)
             while pending:
                 _, pending = wait(pending, timeout=2.0)
-                bar.update(_finished(cfg)[0] - bar.n)
+                report()
             for f in futures:
                 f.result()  # a worker that died outright (not a cell error) surfaces here
     bar.close()
@@ -490,14 +545,17 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
         "seconds": round(time.perf_counter() - started, 1),
         "jobs": jobs,
     }
+    table = None
     if cfg.leaderboard and done == len(cfg.cells()):
-        summary["leaderboard"] = [str(p) for p in write_leaderboard(cfg)]
+        paths, table = write_leaderboard(cfg)
+        summary["leaderboard"] = [str(p) for p in paths]
     (out / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return {**summary, "table": table}
 
 
 # --- the committed table -----------------------------------------------------------------------------------
-def write_leaderboard(cfg: AblationConfig) -> list[Path]:
+def write_leaderboard(cfg: AblationConfig) -> tuple[list[Path], str]:
+    """OUT.csv / .md / .png of the grid; also the headline tables as plain Markdown for the terminal."""
     from visrl_bench import leaderboard as lb
     from visrl_bench.registry import TASKS
 
@@ -517,6 +575,8 @@ def write_leaderboard(cfg: AblationConfig) -> list[Path]:
         + ")."
     )
     descriptions = {r: ROW_BY_NAME[r].description for r in cfg.rows}
+    by_metric = [[e for e in entries if e.metric == m] for m in (metric, "focus_iou")]
+    table = "\n".join(line for sub in by_metric if sub for line in [*lb.metric_table(sub), ""])
     return lb.write(
         entries,
         out,
@@ -525,7 +585,7 @@ def write_leaderboard(cfg: AblationConfig) -> list[Path]:
         intro=intro,
         descriptions=descriptions,
         extra_markdown=findings_markdown(cfg, entries, runs, metric),
-    )
+    ), table
 
 
 def _cells_seconds(cfg: AblationConfig) -> float:

@@ -371,6 +371,7 @@ def train_command(
 
     Example: visrl-bench train --trainer sft --config sft.yaml model=ckpt/base out=runs/sft lr=1e-4
     """
+    from visrl_bench.logs import output_to
     from visrl_bench.registry import TRAINERS
     from visrl_bench.trainers.common import load_config
 
@@ -380,10 +381,12 @@ def train_command(
         missing = [k for k in ("model", "out") if hasattr(cfg, k) and not getattr(cfg, k)]
         if missing:
             raise VisrlError(f"trainer {trainer!r} needs {' and '.join(missing)} (key=value or in --config)")
-        path = recipe.run(cfg)
+        out = Path(cfg.out)
+        with output_to(out / "train.log", prints=False):  # library warnings; per-step logs are in log.csv
+            path = recipe.run(cfg)
     except VisrlError as exc:
         _fail(str(exc))
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path} (library warnings: {out / 'train.log'})")
 
 
 @app.command("generate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -435,7 +438,12 @@ def ablate_command(
         summary = run_ablation(cfg, jobs=jobs, progress=progress)
     except VisrlError as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(summary, indent=2))
+    if summary["table"]:
+        typer.echo(summary["table"])
+    typer.echo(
+        f"{summary['done']}/{summary['cells']} cells done, {summary['failed']} failed, {summary['seconds']} s"
+        + (f"; wrote {', '.join(summary['leaderboard'])}" if summary.get("leaderboard") else "")
+    )
     if summary["failed"]:
         failed = [
             str(cfg.cell_dir(r.name, b, s))
@@ -515,8 +523,7 @@ def lmms_eval_command(ctx: typer.Context) -> None:
         import lmms_eval.cli.dispatch  # noqa: F401
     except ImportError as exc:
         _fail(
-            f"lmms-eval is not installed ({exc}); "
-            'pip install -c requirements/lock-cpu.txt -e ".[lmms-eval]"'
+            f'lmms-eval is not installed ({exc}); pip install -c requirements/lock-cpu.txt -e ".[lmms-eval]"'
         )
     from visrl_bench.lmms_eval_cli import run
 

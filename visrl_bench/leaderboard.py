@@ -384,20 +384,7 @@ def to_markdown(
         rows = list(dict.fromkeys(e.row for e in sub))
         columns = list(dict.fromkeys(e.column for e in sub))
         at = {(e.row, e.column): e for e in sub}
-        ns = sorted({e.n for e in sub if e.n is not None and e.column != AVERAGE})
-        seeds = sorted({e.seeds for e in sub if e.column != AVERAGE})
-        lines += [
-            f"## {task}: {metric}",
-            "",
-            f"n = {', '.join(map(str, ns)) or '?'} questions; seeds per cell: {', '.join(map(str, seeds))}.",
-            "",
-            "| configuration | " + " | ".join(columns) + " |",
-            "|---|" + "---|" * len(columns),
-        ]
-        for row in rows:
-            lines.append(
-                f"| {row} | " + " | ".join(_cell_text(at.get((row, c)), link_root) for c in columns) + " |"
-            )
+        lines += metric_table(sub, link_root)
         if reference and any(e.diff is not None for e in sub):
             lines += [
                 "",
@@ -418,6 +405,29 @@ def to_markdown(
         lines += [f"- `{row}`: {text}" for row, text in descriptions.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def metric_table(entries: list[Entry], link_root: Path | None = None) -> list[str]:
+    """Markdown lines of one (task, metric): a heading, n and seeds, then configuration x base LMM."""
+    task, metric = entries[0].task, entries[0].metric
+    rows = list(dict.fromkeys(e.row for e in entries))
+    columns = list(dict.fromkeys(e.column for e in entries))
+    at = {(e.row, e.column): e for e in entries}
+    ns = sorted({e.n for e in entries if e.n is not None and e.column != AVERAGE})
+    seeds = sorted({e.seeds for e in entries if e.column != AVERAGE})
+    lines = [
+        f"## {task}: {metric}",
+        "",
+        f"n = {', '.join(map(str, ns)) or '?'} questions; seeds per cell: {', '.join(map(str, seeds))}.",
+        "",
+        "| configuration | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row} | " + " | ".join(_cell_text(at.get((row, c)), link_root) for c in columns) + " |"
+        )
+    return lines
 
 
 def to_png(entries: list[Entry], path: Path, title: str) -> None:

@@ -1,6 +1,6 @@
 """ZoomWorld jobs: generate the data, pretrain the tiny base LMMs, and measure their baselines.
 
-The baselines are the checks that must hold before any focus learning is worth running (zoomworld-notes):
+The baselines are the checks that must hold before any focus learning is worth running:
 direct answering near chance (the tile is unreadable without focus), answering from the gold-box crop near
 perfect, and random or centre crops far below it.
 """

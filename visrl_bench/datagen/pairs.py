@@ -11,7 +11,7 @@ every trajectory with the task's own metric (the reward). Then:
 
 Gold boxes, where the task has them, are read only for diagnostics (IoU of chosen vs rejected boxes); they
 never take part in selection. When that IoU gap is not clearly positive, the reward carries no signal about
-where to look, and the output says so loudly (zoomworld-notes.md).
+where to look, and the output says so loudly.
 
 Output dir: questions.jsonl (one record per question, appended per window: resumable), pairs.jsonl (one
 row per pair, rebuilt from questions.jsonl), images/ and crops/, stats.json. `datasets.load_dataset("json",

@@ -277,7 +277,7 @@ def pretrain_rows(scene: Scene, cfg: ZoomWorldConfig, seed: int) -> list[dict]:
 
 def ground_objects(cfg: ZoomWorldConfig, n: int) -> tuple[int, int]:
     """The curriculum's scene sizes: the first third of the ground images has 1 object, then 2, then the
-    benchmark's own 3-5 (zoomworld-notes: grounding learned only through 1 -> 2 -> 4 objects)."""
+    benchmark's own 3-5 (in our trials grounding was learned only through 1 -> 2 -> 4 objects)."""
     stage = 3 * n // max(1, cfg.ground_images)
     return ((1, 1), (2, 2))[stage] if stage < 2 else cfg.objects
 
