@@ -284,3 +284,25 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, zoomworld, ti
     error = json.loads((cfg.cell_dir("base_direct", "broken", 0) / "error.json").read_text())
     assert "no_such_ckpt" in error["error"]
     assert (cfg.cell_dir("base_direct", "good", 0) / "results.json").is_file()
+
+
+def test_the_terminal_shows_cells_and_the_table_not_stage_logs(tmp_path, zoomworld, tiny_checkpoints):
+    """`ablate` prints one line per finished cell and the final tables; what the stages print (TRL's
+    per-step dicts, library warnings) is in the lane's log file, not on the terminal."""
+    text = (
+        f"data: {zoomworld}\nout: {tmp_path / 'grid'}\nleaderboard: {tmp_path / 'board' / 'table'}\n"
+        f"bases: {{llava: {tiny_checkpoints['llava']}}}\nrows: [base_direct, sft, wo_step_level]\n"
+    )
+    args = ["ablate", "--config", str(_yaml(tmp_path, text)), "--preset", "quick", *TINY_STAGES]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for row in ("base_direct", "sft", "wo_step_level"):  # the bar shares the stream: count, not lines
+        assert result.output.count(f"{row} / llava / seed0: accuracy ") == 1, result.output
+    assert "| configuration | llava |" in result.output and "## zoomworld: focus_iou" in result.output
+    assert result.output.rstrip().splitlines()[-1].startswith("3/3 cells done, 0 failed")
+    assert "{'loss'" not in result.output and "'epoch'" not in result.output
+    assert "Warning" not in result.output, result.output
+    log = tmp_path / "grid" / "logs" / "llava-seed0.log"
+    assert log.is_file() and "{'loss'" not in log.read_text()  # no dicts at all: log.csv has the numbers
+    trained = tmp_path / "grid" / "shared" / "llava" / "seed0" / "sft" / "log.csv"
+    assert "loss" in trained.read_text().splitlines()[0]  # the per-step numbers are kept, in log.csv

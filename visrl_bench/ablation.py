@@ -454,8 +454,10 @@ def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | No
         text = f"{name}: {headline} {metrics[headline]:.1f} [{lo:.1f}, {hi:.1f}]"
         if "focus_iou" in metrics:
             text += f", focus IoU {metrics['focus_iou']:.1f}"
-        seconds = json.loads((cell / CELL_FILE).read_text()).get("seconds")
-        return text + (f" ({seconds:.0f} s)" if seconds is not None else "")
+        info = json.loads((cell / CELL_FILE).read_text())
+        if any(s.get("focus_signal") is False for s in info.get("generate_stats", [])):
+            text += "; its pairs carry no focus signal (chosen boxes no closer to gold)"
+        return text + (f" ({info['seconds']:.0f} s)" if info.get("seconds") is not None else "")
     if (cell / ERROR_FILE).is_file():
         return f"{name}: FAILED: {json.loads((cell / ERROR_FILE).read_text())['error']}"
     return None
