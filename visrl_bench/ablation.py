@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from visrl_bench.errors import VisrlError
+from visrl_bench.io import write_text_atomic
 
 CELL_FILE = "cell.json"
 ERROR_FILE = "error.json"
@@ -321,7 +322,7 @@ class Lane:
             "seconds": round(time.perf_counter() - started, 1),
             "metrics": results["results"].get(cfg.task, {}),
         }
-        (cell / CELL_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        write_text_atomic(cell / CELL_FILE, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         return cell
 
     def rounds(self, row: Row, sft_model: Path, work: Path) -> tuple[Path, list[dict]]:
@@ -415,12 +416,8 @@ def _run_cells(cfg: AblationConfig, base: str, seed: int, rows: list[str]) -> di
             status[name] = "done"
         except Exception as exc:  # one broken cell must not cost the rest of the grid
             cell.mkdir(parents=True, exist_ok=True)
-            (cell / ERROR_FILE).write_text(
-                json.dumps(
-                    {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}, indent=2
-                )
-                + "\n"
-            )
+            error = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            write_text_atomic(cell / ERROR_FILE, json.dumps(error, indent=2) + "\n")
             status[name] = f"error: {type(exc).__name__}: {exc}"
     return status
 
@@ -441,6 +438,11 @@ def ensure_data(cfg: AblationConfig) -> None:
     generate(Path(cfg.data), cfg.zoomworld_seed)
 
 
+def _stamp(cell: Path) -> tuple[int | None, int | None]:
+    """When the cell's outcome files were last written (None: absent)."""
+    return tuple(p.stat().st_mtime_ns if p.is_file() else None for p in (cell / CELL_FILE, cell / ERROR_FILE))
+
+
 def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | None:
     """The line the terminal shows for a finished or failed cell; None while it is neither."""
     from visrl_bench.registry import TASKS
@@ -450,8 +452,9 @@ def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | No
     if (cell / CELL_FILE).is_file():
         metrics = json.loads((cell / "results.json").read_text())["results"][cfg.task]
         headline = TASKS.load(cfg.task).headline_metrics[0]
-        lo, hi = metrics[f"{headline}_ci95"]
-        text = f"{name}: {headline} {metrics[headline]:.1f} [{lo:.1f}, {hi:.1f}]"
+        text = f"{name}: {headline} {metrics.get(headline, float('nan')):.1f}"
+        if ci := metrics.get(f"{headline}_ci95"):
+            text += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
         if "focus_iou" in metrics:
             text += f", focus IoU {metrics['focus_iou']:.1f}"
         info = json.loads((cell / CELL_FILE).read_text())
@@ -504,20 +507,19 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
         disable=not progress,
         dynamic_ncols=True,
     )
-    reported = {(r.name, b, s) for r, b, s in cfg.cells() if _cell_state(cfg, r, b, s) is not None}
+    seen = {(r.name, b, s): _stamp(cfg.cell_dir(r.name, b, s)) for r, b, s in cfg.cells()}
 
     def report() -> None:
-        """One line per cell that finished or failed since the last call, above the bar."""
+        """A line per cell that finished or failed since the last call (a retried one too), above the bar."""
         for row, base, seed in cfg.cells():
-            if (row.name, base, seed) in reported or (line := _cell_state(cfg, row, base, seed)) is None:
-                continue
-            reported.add((row.name, base, seed))
-            if progress:
+            key = (row.name, base, seed)
+            stamp = _stamp(cfg.cell_dir(*key))
+            if stamp != seen[key] and (line := _cell_state(cfg, row, base, seed)) is not None:
+                seen[key] = stamp
                 bar.write(line)
         bar.update(_finished(cfg)[0] - bar.n)
 
-    if progress:
-        bar.write(f"stage logs (trainers, library warnings): {Path(cfg.out) / 'logs'}")
+    bar.write(f"stage logs (trainers, library warnings): {Path(cfg.out) / 'logs'}")
     if jobs <= 1:
         for base, seed in lanes:
             for name in cfg.rows:

@@ -527,7 +527,11 @@ def lmms_eval_command(ctx: typer.Context) -> None:
         )
     from visrl_bench.lmms_eval_cli import run
 
-    sys.exit(run(list(ctx.args)))
+    try:
+        status = run(list(ctx.args))
+    except VisrlError as exc:
+        _fail(str(exc))
+    sys.exit(status)
 
 
 @app.command("lmms-eval-task")

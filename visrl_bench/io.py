@@ -1,8 +1,9 @@
-"""Streaming readers that turn malformed input into errors naming the file and line."""
+"""Streaming readers that turn malformed input into errors naming the file and line; an atomic writer."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,15 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise DataError(p, "expected a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write PATH so that a reader in another process sees the old file or the whole new one, never a
+    half-written one (a file marking a finished step is polled while it is written)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from visrl_bench.errors import VisrlError
+
 
 def run(argv: list[str]) -> int:
     """Run `lmms-eval ARGV...`; 1 (and one line on stderr) when any evaluation raised, else its status."""
@@ -19,7 +21,7 @@ def run(argv: list[str]) -> int:
 
     evaluate_one = getattr(lmms_main, "cli_evaluate_single", None)
     if evaluate_one is None:  # a layout we have not checked: refuse rather than trust exit 0
-        raise RuntimeError(
+        raise VisrlError(
             "this lmms-eval has no lmms_eval.__main__.cli_evaluate_single; visrl-bench cannot tell whether "
             "its evaluation failed (tested with lmms-eval 0.7.3, see requirements/lock-cpu.txt)"
         )

@@ -14,12 +14,25 @@ unless `fds=True` is asked for, which only a worker process with no bar of its o
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+
+# libraries that attach their own stderr handler on first use; transformers also pins that handler's `flush`
+# to the `sys.stderr.flush` of that moment. Set up before a block, they are redirected like any handler,
+# instead of being born inside it (holding the log file) or after it started (writing to the terminal).
+_SELF_CONFIGURING = ("transformers.utils.logging", "datasets.utils.logging", "huggingface_hub.utils.logging")
+
+
+def _configure_library_loggers() -> None:
+    for name in _SELF_CONFIGURING:
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            importlib.import_module(name).get_verbosity()
 
 
 def _stream_handlers(streams: tuple) -> list[logging.StreamHandler]:
@@ -34,25 +47,36 @@ def _stream_handlers(streams: tuple) -> list[logging.StreamHandler]:
     ]
 
 
+def _release(log, stderr) -> None:
+    """Handlers made inside the block that still hold the log file write to stderr after it."""
+    for handler in _stream_handlers((log,)):
+        handler.setStream(stderr)
+        if getattr(handler.__dict__.get("flush"), "__self__", None) is log:
+            del handler.flush  # transformers' own handler: back to StreamHandler.flush
+
+
 @contextlib.contextmanager
 def output_to(path: str | Path, prints: bool = True, fds: bool = False) -> Iterator[Path]:
     """While the block runs, warnings and library log lines of this process are appended to PATH; with
     `prints` also whatever goes to sys.stdout / sys.stderr (a progress bar made inside the block too)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _configure_library_loggers()
     terminal = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     stderr = sys.stderr
     with path.open("a", buffering=1) as log, contextlib.ExitStack() as undo:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        for stream in terminal:
+            if stream is not None:
+                stream.flush()
         if fds:
             for fd in (1, 2):
                 saved = os.dup(fd)
                 os.dup2(log.fileno(), fd)
                 undo.callback(os.close, saved)
                 undo.callback(os.dup2, saved, fd)
-        # a handler made inside the block (a library configured late) must not keep the closed file
-        undo.callback(lambda: [h.setStream(stderr) for h in _stream_handlers((log,))])
+            # what C code or the interpreter buffered for fd 1 / 2 during the block belongs in the log
+            undo.callback(lambda: [s.flush() for s in (sys.__stdout__, sys.__stderr__) if s is not None])
+        undo.callback(_release, log, stderr)
         for handler in _stream_handlers(terminal):
             undo.callback(handler.setStream, handler.stream)
             handler.setStream(log)
