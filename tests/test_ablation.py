@@ -306,3 +306,23 @@ def test_the_terminal_shows_cells_and_the_table_not_stage_logs(tmp_path, zoomwor
     assert log.is_file() and "{'loss'" not in log.read_text()  # no dicts at all: log.csv has the numbers
     trained = tmp_path / "grid" / "shared" / "llava" / "seed0" / "sft" / "log.csv"
     assert "loss" in trained.read_text().splitlines()[0]  # the per-step numbers are kept, in log.csv
+
+
+def test_more_lanes_than_jobs_in_worker_processes(tmp_path, zoomworld, tiny_checkpoints, capfd):
+    """`--jobs 2` over 4 lanes: each worker process runs two lanes in a row, its output in each lane's log
+    (nothing of it reaches the terminal's file descriptors), every cell reported once."""
+    text = (
+        f"data: {zoomworld}\nout: {tmp_path / 'grid'}\nleaderboard: {tmp_path / 'board' / 'table'}\n"
+        f"bases: {{llava: {tiny_checkpoints['llava']}, qwen2_vl: {tiny_checkpoints['qwen2_vl']}}}\n"
+        "rows: [base_direct]\nseeds: [0, 1]\n"
+    )
+    args = ["ablate", "--config", str(_yaml(tmp_path, text)), "--preset", "quick", "--jobs", "2"]
+    result = CliRunner().invoke(app, [*args, "--no-progress", "eval_limit=2", "max_new_tokens=4"])
+    assert result.exit_code == 0, result.output
+    for base in ("llava", "qwen2_vl"):
+        for seed in (0, 1):
+            assert result.output.count(f"base_direct / {base} / seed{seed}: accuracy ") == 1, result.output
+            assert (tmp_path / "grid" / "logs" / f"{base}-seed{seed}.log").is_file()
+    assert "4/4 cells done, 0 failed" in result.output
+    leaked = capfd.readouterr()
+    assert leaked.out.strip() == "" and leaked.err.strip() == "", leaked
