@@ -301,6 +301,20 @@ def test_baselines_table_and_checks():
     md = baselines_markdown(table, meta)
     assert "| gt_box | 99.0 [97.0, 101.0] | 85.0 [83.0, 87.0] |" in md
     assert "| gt_box >= 90% | yes | **no** |" in md and "n = 420" in md
+    assert "grounding" not in md  # not measured: no row, no check
+
+    grounding = {
+        "llava": {"n": 200, "mean_iou": 0.41, "iou_above_0.5": 0.37, "parse_failures": 0},
+        "qwen2_vl": {"n": 200, "mean_iou": 0.0054, "iou_above_0.5": 0.005, "parse_failures": 12},
+    }
+    checks = check_baselines(table, grounding)
+    assert checks["llava"]["held-out grounding IoU >= 0.35"] is True
+    assert checks["qwen2_vl"]["held-out grounding IoU >= 0.35"] is False
+    md = baselines_markdown(table, {**meta, "grounding": grounding})
+    assert "| grounding: mean IoU (held-out) | 0.410 | 0.005 |" in md
+    assert "| grounding: IoU > 0.5 (%) | 37.0 | 0.5 |" in md
+    assert "| grounding: boxes that do not parse | 0 | 12 |" in md
+    assert "| held-out grounding IoU >= 0.35 | yes | **no** |" in md and "(n = 200, 200)" in md
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
