@@ -63,14 +63,14 @@ def baselines_markdown(table: dict[str, dict[str, dict]], meta: dict[str, Any]) 
         lines.append(f"| {mode} | " + " | ".join(cell(table[a][mode]) for a in archs) + " |")
     lines.append("| chance | " + " | ".join(f"{CHANCE:.1f}" for _ in archs) + " |")
     grounding = meta.get("grounding") or {}
-    for label, key, scale, digits in (
+    rows = (
         ("mean IoU (held-out)", "mean_iou", 1, 3),
         ("IoU > 0.5 (%)", "iou_above_0.5", 100, 1),
         ("boxes that do not parse", "parse_failures", 1, 0),
-    ):
-        if grounding:
-            values = [f"{scale * grounding[a][key]:.{digits}f}" if a in grounding else "-" for a in archs]
-            lines.append(f"| grounding: {label} | " + " | ".join(values) + " |")
+    )
+    for label, key, scale, digits in rows if grounding else ():
+        values = [f"{scale * grounding[a][key]:.{digits}f}" if a in grounding else "-" for a in archs]
+        lines.append(f"| grounding: {label} | " + " | ".join(values) + " |")
     lines += ["", "| check | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
     checks = check_baselines(table, grounding if grounding else None)
     for name in next(iter(checks.values())):
