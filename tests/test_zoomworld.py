@@ -254,6 +254,13 @@ def test_grounding_stage_continues_from_a_checkpoint(tmp_path):
     result = CliRunner().invoke(app, [*args[:-2], "steps=3", "groundfraction=1"])
     assert result.exit_code == 2 and "unknown option(s) groundfraction" in result.stderr
 
+    # continuing a checkpoint that already grounds: the preset's sincos_init would wipe its box outputs
+    again = [*args[:6], "--out", str(tmp_path / "g2"), "--init", str(tmp_path / "g"), *args[10:]]
+    result = CliRunner().invoke(app, again)
+    assert result.exit_code == 2 and "pass sincos_init=false" in result.stderr, result.output
+    result = CliRunner().invoke(app, [*again, "sincos_init=false"])
+    assert result.exit_code == 0, result.output
+
 
 def test_generate_cli_with_config(tmp_path):
     config = tmp_path / "zw.yaml"

@@ -216,7 +216,14 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         if base.arch != cfg.arch:
             raise ValueError(f"{cfg.init}: a {base.arch} checkpoint, not {cfg.arch}")
         model, processor = base.model, base.processor
-        spec = TinySpec(**read_json(Path(cfg.init) / "visrl_tiny.json", "tiny model info")["spec"])
+        tiny = read_json(Path(cfg.init) / "visrl_tiny.json", "tiny model info")
+        spec = TinySpec(**tiny["spec"])
+        grounded = (tiny.get("config") or {}).get("ground_fraction") or 0
+        if cfg.sincos_init and grounded > 0:  # the --grounding preset turns it on
+            raise ValueError(
+                f"{cfg.init} was already trained to ground (ground_fraction={grounded}): sincos_init would "
+                "re-initialise its box-coordinate outputs; pass sincos_init=false to continue it"
+            )
     else:
         model, processor = build_model(cfg.arch, spec, cfg.seed)
     if cfg.sincos_init:
