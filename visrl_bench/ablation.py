@@ -450,14 +450,14 @@ def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | No
     cell = cfg.cell_dir(row.name, base, seed)
     name = f"{row.name} / {base} / seed{seed}"
     if (cell / CELL_FILE).is_file():
-        metrics = json.loads((cell / "results.json").read_text())["results"][cfg.task]
+        info = json.loads((cell / CELL_FILE).read_text())
+        metrics = info.get("metrics", {})  # the cell's results.json metrics, copied when it finished
         headline = TASKS.load(cfg.task).headline_metrics[0]
         text = f"{name}: {headline} {metrics.get(headline, float('nan')):.1f}"
         if ci := metrics.get(f"{headline}_ci95"):
             text += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
         if "focus_iou" in metrics:
             text += f", focus IoU {metrics['focus_iou']:.1f}"
-        info = json.loads((cell / CELL_FILE).read_text())
         if any(s.get("focus_signal") is False for s in info.get("generate_stats", [])):
             text += "; its pairs carry no focus signal (chosen boxes no closer to gold)"
         return text + (f" ({info['seconds']:.0f} s)" if info.get("seconds") is not None else "")
