@@ -223,7 +223,7 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
 
     def interrupted(self, model, out, mode):
         calls.append(out)
-        if len(calls) == 5:  # each cell evaluates twice: its own mode, then gt_box
+        if len(calls) == 3:
             raise KeyboardInterrupt  # Ctrl-C in the third cell
         return real_evaluate(self, model, out, mode)
 
@@ -251,8 +251,6 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
         }
         sft_model = str((lane / "sft" / "final").resolve())
         assert cells["sft"]["model"] == sft_model
-        # every cell also measured its final model's answer step on the gold crop
-        assert all(c["gold_crop_metrics"]["n"] == c["metrics"]["n"] for c in cells.values())
         full, control = cells["visrl"]["generate_stats"], cells["swapped_labels"]["generate_stats"]
         assert len(full) == 1 and full[0]["derived_from"] == control[0]["derived_from"]
         assert full[0]["questions_seen"] == 4
@@ -271,7 +269,6 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
     md = (tmp_path / "board" / "table.md").read_text()
     assert "| configuration | llava | qwen2_vl | average |" in md
     assert "## Which of the paper's findings reproduce here" in md
-    assert "## The answer step: gold-crop accuracy of each cell's final model" in md
     assert "](table_runs/visrl/llava/seed0/results.json)" in md
 
 

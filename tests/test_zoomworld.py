@@ -62,12 +62,12 @@ def test_ground_split_is_a_curriculum_of_referring_expressions(tmp_path):
     for r in rows:
         _, colour, shape = r["phrase"].split()
         assert colour in OBJECT_COLOURS and shape in SHAPES
-        # the box is the named object's: its colour just left of the tile (grid-aligned, within centre +- 24
-        # px, objects at least 64 px; a triangle's middle row may be narrower than that)
+        # the box is the named object's: its colour just left of the tile (grid-aligned, within centre +- 12
+        # px; a triangle's middle row may be narrower than that)
         image = Image.open(root / r["image"]).convert("RGB")
         x1, y1, x2, y2 = r["bbox"]
         if shape != "triangle":
-            assert image.getpixel((int((x1 + x2) / 2 - 28), int((y1 + y2) / 2))) == OBJECT_COLOURS[colour]
+            assert image.getpixel((int((x1 + x2) / 2 - 12), int((y1 + y2) / 2))) == OBJECT_COLOURS[colour]
         # grounding never uses the benchmark's question phrasing: that transfer is the SFT warm-up's job
         assert "tile pattern" not in r["phrase"] and QUESTION.split("{")[0] not in r["phrase"]
 
@@ -229,36 +229,37 @@ def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
     assert torch.equal(before, model.get_input_embeddings().weight)
 
 
-def test_the_two_pretraining_stages_through_the_cli(tmp_path):
-    """The committed bases' recipe: stage 1 (grounding) from scratch, stage 2 (perception, grounding
-    replayed) from stage 1; presets with key=value overrides winning, held-out grounding IoU recorded."""
+def test_grounding_stage_continues_from_a_checkpoint(tmp_path):
+    """The committed bases' second stage through the CLI: from a checkpoint, the grounding preset with
+    key=value overrides winning, perception replayed, a held-out grounding IoU recorded."""
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
+
     root = make_zoomworld(tmp_path / "zw")
-    small = ["spec={text_hidden: 32, text_layers: 1, vision_hidden: 32, vision_layers: 1}", "batch_size=4"]
-    base = ["zoomworld", "pretrain", "--arch", "llava", "--data", str(root), "--no-progress", *small]
-    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "g"), "--stage", "grounding", "steps=3"])
+    small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
+    first = train(
+        PretrainConfig(
+            arch="llava", data=str(root), out=str(tmp_path / "p"), steps=2, batch_size=4, spec=small
+        ),
+        progress=False,
+    )
+    args = ["zoomworld", "pretrain", "--arch", "llava", "--data", str(root), "--out", str(tmp_path / "g")]
+    args += ["--init", str(first), "--grounding", "--no-progress", "steps=3", "batch_size=4"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "g" / "provenance.json").read_text())
-    assert info["config"]["steps"] == 3 and info["config"]["ground_fraction"] == 1.0
-    assert info["config"]["sincos_init"] is True and info["config"]["ground_curriculum"] == [0.3, 0.55]
+    assert info["config"]["init"] == str(first) and info["config"]["steps"] == 3
+    assert info["config"]["ground_fraction"] == 0.75 and info["config"]["ground_curriculum"] == [0.35, 0.55]
     held_out = info["ground_holdout"]
     assert held_out["n"] >= 1 and 0.0 <= held_out["mean_iou"] <= 1.0
-
-    second = [*base, "--out", str(tmp_path / "p"), "--init", str(tmp_path / "g"), "--stage", "perception"]
-    result = CliRunner().invoke(app, [*second, "steps=2"])
-    assert result.exit_code == 0, result.output
-    info = json.loads((tmp_path / "p" / "provenance.json").read_text())
-    assert info["config"]["init"] == str(tmp_path / "g") and info["config"]["steps"] == 2
-    assert info["config"]["ground_fraction"] == 0.2 and info["config"]["ground_curriculum"] == [0.0, 0.0]
-    assert info["ground_holdout"]["n"] == held_out["n"]
-
-    result = CliRunner().invoke(app, [*second, "groundfraction=1"])
+    result = CliRunner().invoke(app, [*args[:-2], "steps=3", "groundfraction=1"])
     assert result.exit_code == 2 and "unknown option(s) groundfraction" in result.stderr
-    result = CliRunner().invoke(app, [*second, "--stage", "sideways"])
-    assert result.exit_code == 2 and "unknown stage 'sideways'" in result.stderr
-    # stage 1's sincos_init on a checkpoint that already grounds would wipe its box outputs
-    again = [*base, "--out", str(tmp_path / "g2"), "--init", str(tmp_path / "g"), "--stage", "grounding"]
+
+    # continuing a checkpoint that already grounds: the preset's sincos_init would wipe its box outputs
+    again = [*args[:6], "--out", str(tmp_path / "g2"), "--init", str(tmp_path / "g"), *args[10:]]
     result = CliRunner().invoke(app, again)
     assert result.exit_code == 2 and "pass sincos_init=false" in result.stderr, result.output
+    result = CliRunner().invoke(app, [*again, "sincos_init=false"])
+    assert result.exit_code == 0, result.output
 
 
 def test_generate_cli_with_config(tmp_path):

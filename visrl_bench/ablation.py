@@ -273,8 +273,6 @@ class Lane:
         return view, apply_filter(everything, view, gen_cfg)
 
     def run_cell(self, row: Row) -> Path:
-        from visrl_bench.registry import TASKS
-
         cfg = self.cfg
         cell = cfg.cell_dir(row.name, self.base, self.seed)
         if (cell / CELL_FILE).is_file():
@@ -291,10 +289,6 @@ class Lane:
         if row.trainer is not None:
             model, stats = self.rounds(row, model, cell / "work")
         results = self._timed("eval", self.evaluate, model, cell, row.mode)
-        gold_crop = None
-        if TASKS.load(cfg.task).has_gold_boxes:  # the answer step alone: did box-step training damage it?
-            gold = self._timed("eval gt_box", self.evaluate, model, cell / "gt_box", "gt_box")
-            gold_crop = gold["results"].get(cfg.task, {})
         info = {
             "row": row.name,
             "description": row.description,
@@ -327,7 +321,6 @@ class Lane:
             "timings_seconds": self.timings,
             "seconds": round(time.perf_counter() - started, 1),
             "metrics": results["results"].get(cfg.task, {}),
-            "gold_crop_metrics": gold_crop,
         }
         write_text_atomic(cell / CELL_FILE, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         return cell
@@ -465,8 +458,6 @@ def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | No
             text += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
         if "focus_iou" in metrics:
             text += f", focus IoU {metrics['focus_iou']:.1f}"
-        if "accuracy" in (gold := info.get("gold_crop_metrics") or {}):
-            text += f", gold crop {gold['accuracy']:.1f}"
         if any(s.get("focus_signal") is False for s in info.get("generate_stats", [])):
             text += "; its pairs carry no focus signal (chosen boxes no closer to gold)"
         return text + (f" ({info['seconds']:.0f} s)" if info.get("seconds") is not None else "")
@@ -597,7 +588,7 @@ def write_leaderboard(cfg: AblationConfig) -> tuple[list[Path], str]:
         reference=reference,
         intro=intro,
         descriptions=descriptions,
-        extra_markdown=gold_crop_markdown(cfg) + "\n" + findings_markdown(cfg, entries, runs, metric),
+        extra_markdown=findings_markdown(cfg, entries, runs, metric),
     ), table
 
 
@@ -608,35 +599,6 @@ def _cells_seconds(cfg: AblationConfig) -> float:
         path = cfg.cell_dir(r.name, b, s) / CELL_FILE
         total += json.loads(path.read_text()).get("seconds", 0.0) if path.is_file() else 0.0
     return total
-
-
-def gold_crop_markdown(cfg: AblationConfig) -> str:
-    """Each cell's final model answering from the gold box's crop (gt_box mode), mean over seeds: box-step
-    training shares the language model with the answer step, and this is where damage to it shows."""
-    at: dict[tuple[str, str], list[float]] = {}
-    for r, b, s in cfg.cells():
-        path = cfg.cell_dir(r.name, b, s) / CELL_FILE
-        gold = (json.loads(path.read_text()).get("gold_crop_metrics") or {}) if path.is_file() else {}
-        if "accuracy" in gold:
-            at.setdefault((r.name, b), []).append(gold["accuracy"])
-    if not at:
-        return ""
-    bases = list(cfg.bases)
-    lines = [
-        "## The answer step: gold-crop accuracy of each cell's final model",
-        "",
-        f"Accuracy (%) in `gt_box` mode (the gold box's crop is given; mean over {len(cfg.seeds)} seed(s)). "
-        "Box-step training must not lower it.",
-        "",
-        "| row | " + " | ".join(bases) + " |",
-        "|---|" + "---|" * len(bases),
-    ]
-    for row in cfg.rows:
-        values = [at.get((row, b)) for b in bases]
-        lines.append(
-            f"| {row} | " + " | ".join(f"{sum(v) / len(v):.1f}" if v else "-" for v in values) + " |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def verdict(lo: float, hi: float) -> str:

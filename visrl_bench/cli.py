@@ -289,28 +289,22 @@ def zoomworld_pretrain(
     init: Annotated[
         Path | None, typer.Option(help="Continue from this checkpoint instead of a random init.")
     ] = None,
-    stage: Annotated[
-        str | None,
-        typer.Option(
-            help="The committed bases' stage settings: grounding (stage 1, from scratch) or perception "
-            "(stage 2, with --init the stage-1 checkpoint); key=value overrides win."
-        ),
-    ] = None,
+    grounding: Annotated[
+        bool, typer.Option(help="The grounding stage's settings (with --init: the committed bases' stage 2).")
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
-    """Train a tiny base LMM on the pretrain split (perception) and/or the ground split (loss log in
-    OUT/loss.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
+    """Train a tiny base LMM on the pretrain split (perception), or with --grounding on the ground split too
+    (loss log in OUT/loss.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
     from visrl_bench.trainers.common import load_config
-    from visrl_bench.trainers.pretrain import STAGES, PretrainConfig, train
+    from visrl_bench.trainers.pretrain import GROUNDING_STAGE, PretrainConfig, train
 
     if arch not in ("llava", "qwen2_vl", "qwen2_5_vl"):
         _fail(f"unknown arch {arch!r}; one of llava, qwen2_vl, qwen2_5_vl")
-    if stage is not None and stage not in STAGES:
-        _fail(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     try:
         named = {item.split("=", 1)[0].strip() for item in overrides or []}
-        preset = {k: v for k, v in STAGES.get(stage or "", {}).items() if k not in named}  # overrides win
+        preset = {k: v for k, v in GROUNDING_STAGE.items() if grounding and k not in named}  # overrides win
         cfg = load_config(
             PretrainConfig,
             None,
@@ -343,12 +337,7 @@ def zoomworld_baselines(
         "runs/zoomworld"
     ),
     seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[
-        int | None, typer.Option(help="Stage 2 (perception) steps with --from-scratch; default the recipe's.")
-    ] = None,
-    grounding_steps: Annotated[
-        int | None, typer.Option(help="Stage 1 (grounding) steps with --from-scratch; default the recipe's.")
-    ] = None,
+    steps: Annotated[int, typer.Option(help="Pretraining steps (with --from-scratch).")] = 900,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Measure direct / gt_box / random_box / center_box on ZoomWorld's test split for both base LMMs."""
@@ -357,15 +346,7 @@ def zoomworld_baselines(
     command = "visrl-bench zoomworld baselines" + (" --from-scratch" if from_scratch else "")
     try:
         result = run_baselines(
-            out,
-            models,
-            work,
-            from_scratch,
-            seed=seed,
-            steps=steps,
-            grounding_steps=grounding_steps,
-            progress=progress,
-            command=command,
+            out, models, work, from_scratch, seed=seed, steps=steps, progress=progress, command=command
         )
     except VisrlError as exc:
         _fail(str(exc))

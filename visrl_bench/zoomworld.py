@@ -106,7 +106,7 @@ def run_baselines(
     work: Path,
     from_scratch: bool,
     seed: int = 0,
-    steps: int | None = None,
+    steps: int = 900,
     batch_size: int = 32,
     grounding_steps: int | None = None,
     config: ZoomWorldConfig | None = None,
@@ -118,7 +118,6 @@ def run_baselines(
     from visrl_bench.models import GenerationSettings
     from visrl_bench.trainers.pretrain import (
         GROUNDING_STAGE,
-        PERCEPTION_STAGE,
         PretrainConfig,
         grounding_iou,
         held_out_ground,
@@ -132,21 +131,20 @@ def run_baselines(
         shutil.rmtree(data)
     generate(data, seed, config)
     timings["data generation"] = f"{time.perf_counter() - started:.0f} s"
-    if from_scratch:  # two stages: grounding from random init, then perception with grounding replayed
+    if from_scratch:  # two stages: perception from random init, then grounding continuing from it
         for arch in ARCHS:
+            t = time.perf_counter()
+            perception = work / "perception" / arch
             common = dict(arch=arch, data=str(data), batch_size=batch_size, seed=seed)
-            grounding = work / "grounding" / arch
+            train(PretrainConfig(**common, out=str(perception), steps=steps), progress=progress)
+            timings[f"pretrain {arch} (perception)"] = f"{time.perf_counter() - t:.0f} s"
             t = time.perf_counter()
-            stage1 = {**GROUNDING_STAGE, **({"steps": grounding_steps} if grounding_steps else {})}
-            train(PretrainConfig(**common, out=str(grounding), **stage1), progress=progress)
-            timings[f"pretrain {arch} (1: grounding)"] = f"{time.perf_counter() - t:.0f} s"
-            t = time.perf_counter()
-            stage2 = {**PERCEPTION_STAGE, **({"steps": steps} if steps else {})}
+            stage = {**GROUNDING_STAGE, **({"steps": grounding_steps} if grounding_steps else {})}
             train(
-                PretrainConfig(**common, out=str(models / arch), init=str(grounding), **stage2),
+                PretrainConfig(**common, out=str(models / arch), init=str(perception), **stage),
                 progress=progress,
             )
-            timings[f"pretrain {arch} (2: perception + grounding)"] = f"{time.perf_counter() - t:.0f} s"
+            timings[f"pretrain {arch} (grounding)"] = f"{time.perf_counter() - t:.0f} s"
     table: dict[str, dict[str, dict]] = {}
     parameters = {}
     t = time.perf_counter()

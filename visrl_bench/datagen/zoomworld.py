@@ -2,17 +2,10 @@
 
 Each image is a large non-square canvas with a few coloured shapes. Every shape carries a "tile": a small
 checker of two complementary colours (red/cyan, green/magenta, blue/yellow, black/white) at its centre, in
-8-px cells aligned to a 16-px grid. Every pair averages to the same grey, and models see the whole canvas
-downscaled exactly 16x with a box filter (the tiny models' processors use BOX resampling), so in the global
+4-px cells aligned to an 8-px grid. Every pair averages to the same grey, and models see the whole canvas
+downscaled exactly 8x with a box filter (the tiny models' processors use BOX resampling), so in the global
 view every tile is the same flat grey: the tile is unreadable without a crop, by construction, not by luck.
-In a crop (an object-sized region shrunk about 2-3x to the model's input) a cell spans about one patch.
-
-The geometry is a compromise between two skills measured on the tiny models. Grounding is learned only when
-an object covers at least one patch of the global view (a 64-88 px object is 4-5.5 view pixels, the patch is
-4): objects that sit inside a patch gave boxes of the right size at unrelated places. Reading a checker is
-learned only when a cell spans most of a patch in the crop: 3-px cells in 8-px patches stayed at chance. The
-global view's period (16 px = one view pixel) caps a cell at 8 canvas pixels, so the crop must stay under
-about 96 px (`readable_side`) for the cells to keep 2.7 view pixels or more.
+In a crop (an object-sized region upscaled to the model's input) each cell spans several pixels.
 
 A question names its target by colour and shape ("What is the tile pattern on the orange circle?"); the
 answer is the target's tile. The answer to a CROP is the target's tile only if the crop holds at least 70% of
@@ -38,7 +31,7 @@ from typing import Any
 
 from visrl_bench.boxes import Box, crop_region
 
-VERSION = "2.0"  # 1.1: the ground split; 2.0: 16x global view, 8-px cells, 64-88 px objects
+VERSION = "1.1"  # 1.1: the ground split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
     "red-cyan": ((255, 0, 0), (0, 255, 255)),
     "green-magenta": ((0, 255, 0), (255, 0, 255)),
@@ -59,25 +52,25 @@ OBJECT_COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
 BACKGROUND = (222, 214, 196)
-GRID = 16  # the global view's downscale factor; tiles align to it so each view pixel averages whole periods
-CELL = 8  # checker cell size in canvas pixels (period 2 * CELL = GRID)
+GRID = 8  # the global view's downscale factor; tiles align to it so each view pixel averages whole periods
+CELL = 4  # checker cell size in canvas pixels (period 2 * CELL = GRID)
 VISIBLE, HIDDEN = 0.7, 0.3  # tile fraction inside a crop for "readable" / "not there"
 QUESTION = "What is the tile pattern on the {colour} {shape}?"
 
 
 @dataclass
 class ZoomWorldConfig:
-    canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 16x smaller (32 x 24)
+    canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 8x smaller (64 x 48)
     objects: tuple[int, int] = (3, 5)  # min, max objects per image
-    object_size: tuple[int, int] = (64, 88)  # min, max side in pixels: 4-5.5 pixels in the global view
+    object_size: tuple[int, int] = (28, 40)  # min, max side in pixels: 3-5 pixels in the global view
     tile_cells: int = 4  # the tile is tile_cells x tile_cells cells of CELL pixels
     questions_per_image: int = 3
     crop_min_side: int = 32  # the crop rule the models are trained and evaluated with
-    readable_side: int = 96  # a crop longer than this shows cells under 2.7 model pixels: too small to read
+    readable_side: int = 64  # a crop longer than this shows cells under 4 model pixels: too small to read
     pretrain_images: int = 3000  # fewer and the tiny models memorise the images instead of learning to read
     pretrain_examples_per_image: int = 12
     direct_fraction: float = 0.2  # of pretrain examples: one image + question -> the true tile
-    ground_images: int = 4000  # a third each with 1, 2 and 3-5 objects (the grounding curriculum)
+    ground_images: int = 3000  # a third each with 1, 2 and 3-5 objects (the grounding curriculum)
     sft_questions: int = 200
     rl_questions: int = 1200
     test_questions: int = 420
@@ -188,7 +181,7 @@ def _overlap_fraction(tile: Box, region: Box) -> float:
     return max(0.0, iw) * max(0.0, ih) / tile.area
 
 
-def crop_answer(target: WorldObject, region: Box, readable_side: int = ZoomWorldConfig.readable_side) -> str | None:
+def crop_answer(target: WorldObject, region: Box, readable_side: int = 64) -> str | None:
     """What a crop shows about the target: its pattern when at least 70% of its tile is inside and the crop
     is small enough for the cells to be resolved; "none" when at most 30% is inside or the crop is far too
     large; None in between (ambiguous: never used as a training label)."""
@@ -290,10 +283,9 @@ def ground_objects(cfg: ZoomWorldConfig, n: int) -> tuple[int, int]:
 
 
 def ground_rows(scene: Scene, seed: int) -> list[dict]:
-    """A referring expression for every object: "the <colour> <shape>" -> its box (pixels). The same image
-    with different phrases and boxes is what forces the box to follow the words, not the image alone."""
+    """One referring expression per object: "the <colour> <shape>" -> its box (pixels)."""
     rng = _rng(seed, "ground", scene.image_id)
-    targets = rng.sample(scene.objects, k=len(scene.objects))
+    targets = rng.sample(scene.objects, k=min(2, len(scene.objects)))
     return [
         {
             "id": f"{scene.image_id}_g{i}",

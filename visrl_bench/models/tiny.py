@@ -90,9 +90,8 @@ class TinySpec:
     vision_hidden: int = 32
     vision_layers: int = 1
     image_size: int = 32  # LLaVA's square input
-    patch_size: int = 8  # LLaVA's patch; Qwen's is qwen_patch, merged qwen_merge x qwen_merge per LM token
+    patch_size: int = 8  # LLaVA's patch; Qwen's is qwen_patch (merge 2)
     qwen_patch: int = 14
-    qwen_merge: int = 2
     min_pixels: int = 28 * 28  # Qwen's pixel budget per image: smaller images are upscaled, larger shrunk
     max_pixels: int = 112 * 112
     resample: int = 3  # PIL resampling of the processors (3 bicubic, 4 box)
@@ -224,7 +223,7 @@ def build_qwen(arch: str, tokenizer, spec: TinySpec):
 
     from visrl_bench.models.hf import ImageOnlyQwenProcessor
 
-    patch, merge = spec.qwen_patch, spec.qwen_merge
+    patch, merge = spec.qwen_patch, 2
     specials = {
         name: tokenizer.convert_tokens_to_ids(tok)
         for name, tok in (
