@@ -211,3 +211,69 @@ def test_crop_region_never_empty_and_inside(x1, y1, x2, y2, w, h, min_side):
 
 def test_box_convention_enum_is_the_list():
     assert [c.value for c in BoxConvention] == list(CONVENTIONS)
+
+
+# Model output is untrusted: these shapes made the old patterns backtrack quadratically or scan for seconds.
+_HOSTILE_UNITS = [
+    "(1,2)",
+    " ",
+    "\n",
+    "(",
+    "[",
+    "1",
+    "1.",
+    ",",
+    ", ",
+    "(1, ",
+    "[1 2 ",
+    "x1 ",
+    "nan ",
+    "-",
+    "e",
+]
+
+
+def _time_parse(text: str) -> float:
+    import time
+
+    start = time.perf_counter()
+    parse_box(text, "qwen_grid", (640, 480))
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(1,2)" + " " * 10_000_000 + "x",
+        "(1, " * 2_500_000,
+        "[1 2 " * 2_000_000,
+        "[" + "1" * 10_000_000,
+        "(" * 10_000_000,
+        "a b c " * 1_700_000,
+    ],
+    ids=["point-then-spaces", "open-points", "open-brackets", "one-long-number", "parens", "prose"],
+)
+def test_parse_box_is_fast_on_10_mb_predictions(text):
+    # a generous bound (measured: < 0.1 s each); before the fix the first shape never finished
+    assert _time_parse(text) < 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    units=st.lists(st.sampled_from(_HOSTILE_UNITS), min_size=1, max_size=6), repeat=st.integers(1, 200_000)
+)
+def test_parse_box_time_is_bounded_on_adversarial_repetitions(units, repeat):
+    text = "".join(units) * repeat
+    assert _time_parse(text) < 1.0
+
+
+def test_parse_box_reads_a_bounded_head_and_says_so():
+    from visrl_bench.boxes import SCAN_CHARS
+
+    parsed = parse_box("[10, 20, 30, 40]" + "z" * SCAN_CHARS, "pixel", (100, 100))
+    assert parsed.box == Box(10, 20, 30, 40)
+    assert f"text_beyond_{SCAN_CHARS}_chars_not_read" in parsed.repairs
+    late = parse_box("z" * SCAN_CHARS + "[10, 20, 30, 40]", "pixel", (100, 100))
+    assert late.box is None and f"first {SCAN_CHARS} characters" in late.reason
+    # whitespace is collapsed before the bound: a long blank stretch does not hide a box behind it
+    assert parse_box(" \n" * 200_000 + "(10,20),(30,40)", "pixel", (100, 100)).box == Box(10, 20, 30, 40)

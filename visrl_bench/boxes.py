@@ -192,13 +192,16 @@ def format_box(
 # Parsing free model text
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)"
-_SEP = r"\s*[,;]\s*|\s+"
+# The patterns run on text whose whitespace runs are collapsed to one space (see `_scan_window`): with at most
+# one space between tokens no two parts of a pattern can share a run of spaces, so a failed match cannot
+# backtrack quadratically ("(1,2)" followed by 32,000 spaces took 24 s with `\s*[,-]?\s*`).
+_SEP = r" ?[,;] ?| "
 _FOUR_IN_BRACKETS = re.compile(
-    rf"[\[(]\s*({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})\s*[\])]", re.IGNORECASE
+    rf"[\[(] ?({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM}) ?[\])]", re.IGNORECASE
 )
 # Qwen2-VL writes "(x1,y1),(x2,y2)" on its 0-1000 grid.
 _TWO_POINTS = re.compile(
-    rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*[,-]?\s*(?:to\s*)?\(\s*({_NUM})\s*,\s*({_NUM})\s*\)", re.IGNORECASE
+    rf"\( ?({_NUM}) ?, ?({_NUM}) ?\) ?[,-]? ?(?:to ?)?\( ?({_NUM}) ?, ?({_NUM}) ?\)", re.IGNORECASE
 )
 _CORNER_KEYS = (
     ("x1", "y1", "x2", "y2"),
@@ -208,13 +211,25 @@ _CORNER_KEYS = (
 _BARE_FOUR = re.compile(
     rf"(?<![\w.])({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?:{_SEP})({_NUM})(?![\w.])", re.IGNORECASE
 )
+# Model output is untrusted: a runaway generation can be megabytes. Even linear patterns cost seconds per
+# 10 MB, so only a bounded head is read (a real answer's box comes long before), and a longer text says so
+# in the repairs instead of being searched silently past the bound.
+SCAN_CHARS = 100_000
+_RAW_CHARS = 10 * SCAN_CHARS  # whitespace-only stretches longer than this count against the bound too
+
+
+def _scan_window(text: str) -> tuple[str, bool]:
+    """The head of `text` the parser reads, whitespace collapsed, and whether anything was cut off."""
+    head = " ".join(text[:_RAW_CHARS].split())
+    cut = len(text) > _RAW_CHARS or len(head) > SCAN_CHARS
+    return head[:SCAN_CHARS], cut
 
 
 def _keyed_corners(text: str) -> tuple[int, list[str]] | None:
     for keys in _CORNER_KEYS:
         found = []
         for key in keys:
-            m = re.search(rf"[\"']?\b{key}\b[\"']?\s*[:=]\s*({_NUM})", text, re.IGNORECASE)
+            m = re.search(rf"[\"']?\b{key}\b[\"']? ?[:=] ?({_NUM})", text, re.IGNORECASE)
             if m is None:
                 break
             found.append(m)
@@ -261,6 +276,9 @@ def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
     if not isinstance(text, str):
         return ParsedBox(None, reason=f"prediction is {type(text).__name__}, not text")
     repairs: list[str] = []
+    text, cut = _scan_window(text)
+    if cut:
+        repairs.append(f"text_beyond_{SCAN_CHARS}_chars_not_read")
 
     candidates: list[tuple[int, list[str], str | None]] = []
     for pattern, note in ((_FOUR_IN_BRACKETS, None), (_TWO_POINTS, "point_pair_format")):
@@ -275,7 +293,8 @@ def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
         if m:
             candidates.append((m.start(), list(m.groups()), "no_brackets"))
     if not candidates:
-        return ParsedBox(None, reason="no box found in text")
+        where = f"in the first {SCAN_CHARS} characters" if cut else "in text"
+        return ParsedBox(None, repairs=repairs, reason=f"no box found {where}")
     _, groups, note = min(candidates, key=lambda c: c[0])
     if note:
         repairs.append(note)
