@@ -8,7 +8,8 @@ held in memory whole, and images are decoded only when a model asks for them.
 Two accuracies, not to be confused:
 - `accuracy`: accuracy within each cycle, averaged over cycles (what lmms-eval and VLMEvalKit report);
 - `circular_accuracy`: a question counts only if it is right in every cycle (stricter).
-A question's cycles are the rows that share category, question text, option set and image.
+A question's cycles are the rows that share category, question text and option set (the k-th such row of
+each cycle belongs to the k-th question); images are never read to group them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def cycle_accuracy(matrix: np.ndarray) -> float:
 
 
 class HRBench(BaseTask):
-    version = "1.0"
+    version = "1.1"  # 1.1: cycles grouped without the image bytes
     prompt_template = "{question}\n{options}\nAnswer the option letter directly."
     headline_metrics = ("accuracy", "circular_accuracy")
     metric_notes = METRIC_NOTES
@@ -154,7 +155,7 @@ class HRBench(BaseTask):
 
     def samples(self) -> Iterator[Sample]:
         line_label = "row" if self.file.suffix == ".parquet" else "line"
-        digests: dict[str, str] = {}
+        occurrences: dict[tuple[str, str], int] = defaultdict(int)
         seen: dict[str, int] = {}
         for lineno, row in self._rows():
             loc = {"line": lineno} if line_label == "line" else {"row": lineno}
@@ -184,25 +185,27 @@ class HRBench(BaseTask):
                 )
             payload = self._image_payload(row["image"])
             if isinstance(payload, str) and len(payload) <= _MAX_REF_LEN and payload.strip().isdigit():
-                ref = payload.strip()
-                digest = digests.get(ref, f"ref:{ref}")
-                image = ImageSource(origin=str(self.file), row=lineno, loader=self._reference_loader(ref))
+                image = ImageSource(
+                    origin=str(self.file), loader=self._reference_loader(payload.strip()), **loc
+                )
             else:
-                data = payload.encode() if isinstance(payload, str) else payload
-                digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-                image = ImageSource(origin=str(self.file), data=payload, row=lineno)
-            digests[index] = digest
+                image = ImageSource(origin=str(self.file), data=payload, **loc)
             question = str(row["question"]).strip()
             category = str(row["category"]).strip()
-            group = hashlib.blake2b(
-                "\x1f".join([category, question, *sorted(options), digest]).encode(), digest_size=12
-            ).hexdigest()
+            cycle = str(row["cycle_category"]).strip()
+            # A question is what the benchmark asks: category, text and option set. The image's bytes are
+            # not part of it (a corrupt copy of one cycle's image must not split the question off into a
+            # group of its own); questions that share all three are told apart by order within a cycle.
+            asked = "\x1f".join([category, question, *sorted(options)])
+            occurrence = occurrences[(asked, cycle)]
+            occurrences[(asked, cycle)] += 1
+            group = hashlib.blake2b(f"{asked}\x1f{occurrence}".encode(), digest_size=12).hexdigest()
             yield Sample(
                 id=index,
                 question=question,
                 answer=answer,
                 category=category,
-                meta={"options": options, "cycle": str(row["cycle_category"]).strip(), "group": group},
+                meta={"options": options, "cycle": cycle, "group": group},
                 image=image,
             )
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box, BoxConvention, as_convention, format_box, iou, parse_box
+from visrl_bench.boxes import Box, BoxConvention, as_convention, format_box, gold_box, iou, parse_box
 from visrl_bench.errors import DataError
 from visrl_bench.task import BaseTask, ImageSource, Sample
 
@@ -169,7 +169,7 @@ class RefCOCO(BaseTask):
                     refs_path, f"ref {ref.get('ref_id')} points to missing {exc}", row=i
                 ) from None
             size = (int(img["width"]), int(img["height"]))
-            gold = Box.from_xywh(*ann["bbox"])
+            gold, error = self._gold(ann.get("bbox"), instances, f"annotation {ref['ann_id']}")
             category = coco.cats.get(ann.get("category_id"), {}).get("name")
             for sent in sentences:
                 yield Sample(
@@ -178,9 +178,10 @@ class RefCOCO(BaseTask):
                     answer=gold,
                     category=category,
                     image_size=size,
-                    gold_boxes=[gold],
+                    gold_boxes=[gold] if gold else [],
                     meta={"ref_id": ref.get("ref_id"), "ann_id": ref["ann_id"]},
                     image=ImageSource(origin=str(refs_path), path=image_dir / img["file_name"], row=i),
+                    error=error,
                 )
 
     def _parquet_samples(self) -> Iterator[Sample]:
@@ -204,10 +205,7 @@ class RefCOCO(BaseTask):
                             size = im.size
                     except Exception as exc:
                         raise DataError(path, f"unreadable image: {exc}", row=rowno) from None
-                    bbox = row["bbox"]
-                    if not (isinstance(bbox, list) and len(bbox) == 4):
-                        raise DataError(path, f"bbox must be [x, y, w, h], got {bbox!r}", row=rowno)
-                    gold = Box.from_xywh(*bbox)
+                    gold, error = self._gold(row["bbox"], path, f"row {rowno}")
                     sentences = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
                     for k, sentence in enumerate(sentences):
                         yield Sample(
@@ -215,10 +213,19 @@ class RefCOCO(BaseTask):
                             question=str(sentence),
                             answer=gold,
                             image_size=size,
-                            gold_boxes=[gold],
+                            gold_boxes=[gold] if gold else [],
                             meta={"question_id": row["question_id"]},
                             image=ImageSource(origin=str(path), data=raw, row=rowno),
+                            error=error,
                         )
+
+    @staticmethod
+    def _gold(bbox: object, path: Path, where: str) -> tuple[Box | None, str | None]:
+        """The gold [x, y, w, h] box, or what is wrong with it (the sample becomes an error record)."""
+        try:
+            return gold_box(bbox, "xywh"), None
+        except ValueError as exc:
+            return None, str(DataError(path, f"{where}: gold {exc}"))
 
     # --- prompting and scoring --------------------------------------------------------------------------
     def prompt(self, sample: Sample) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.boxes import Box
+from visrl_bench.boxes import Box, gold_box
 from visrl_bench.errors import DataError
 from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.metrics.choice import LETTERS, format_options, option_order, rotate
@@ -115,6 +115,7 @@ class VStarBench(BaseTask):
                 "options": options,
                 "correct": LETTERS.index(label),
                 "meta_path": meta_path if meta else path,
+                "line": None if meta else lineno,
                 "meta": meta,
                 "image": self.root / image_rel,
             }
@@ -138,19 +139,19 @@ class VStarBench(BaseTask):
                 return p
         return folder / f"{stem}.jpg"  # reported as missing when the image is loaded
 
-    def _gold_boxes(self, q: dict) -> tuple[list[Box], tuple[int, int] | None]:
+    def _gold_boxes(self, q: dict) -> tuple[list[Box], tuple[int, int] | None, str | None]:
+        """The question's gold boxes, its image size, and what is wrong with its boxes (if anything)."""
         meta = q["meta"]
         boxes = []
         for raw in meta.get("bbox", []) or []:
-            if not (
-                isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw)
-            ):
-                raise DataError(q["meta_path"], f"bbox entries must be [x, y, w, h] numbers, got {raw!r}")
-            boxes.append(Box.from_xywh(*raw))
+            try:
+                boxes.append(gold_box(raw, "xywh"))
+            except ValueError as exc:
+                return [], None, str(DataError(q["meta_path"], f"gold {exc}", line=q.get("line")))
         size = None
         if "width" in meta and "height" in meta:
             size = (int(meta["width"]), int(meta["height"]))
-        return boxes, size
+        return boxes, size, None
 
     def count(self) -> int:
         if self.layout == "jsonl":
@@ -164,7 +165,7 @@ class VStarBench(BaseTask):
 
     def samples(self) -> Iterator[Sample]:
         for q in self._questions():
-            boxes, size = self._gold_boxes(q)
+            boxes, size, error = self._gold_boxes(q)
             n = len(q["options"])
             base_order = option_order(q["id"], n, self.seed if self.shuffle else None)
             rotations = range(n) if self.circular else range(1)
@@ -188,6 +189,7 @@ class VStarBench(BaseTask):
                         "target_object": q["meta"].get("target_object"),
                     },
                     image=ImageSource(origin=str(q["meta_path"]), path=q["image"]),
+                    error=error,
                 )
 
     # --- prompting and scoring --------------------------------------------------------------------------

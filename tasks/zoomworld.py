@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box
+from visrl_bench.boxes import gold_box
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, PATTERNS
 from visrl_bench.errors import DataError
 from visrl_bench.io import iter_jsonl, read_json
@@ -57,16 +57,20 @@ class ZoomWorld(BaseTask):
             ]
             if missing:
                 raise DataError(self.file, f"row lacks {', '.join(missing)}", line=lineno)
-            gold = Box(*row["bbox"])
+            try:
+                gold, error = gold_box(row["bbox"], "xyxy"), None
+            except ValueError as exc:
+                gold, error = None, str(DataError(self.file, f"gold {exc}", line=lineno))
             yield Sample(
                 id=str(row["id"]),
                 question=row["question"],
                 answer=row["answer"],
                 category=row.get("category"),
                 image_size=(int(row["width"]), int(row["height"])),
-                gold_boxes=[gold],
+                gold_boxes=[gold] if gold else [],
                 meta={"target": row.get("target")},
-                image=ImageSource(origin=str(self.file), path=self.data / row["image"], row=lineno),
+                image=ImageSource(origin=str(self.file), path=self.data / row["image"], line=lineno),
+                error=error,
             )
 
     def prompt(self, sample: Sample) -> str:

@@ -89,11 +89,12 @@ def test_bad_base64_image_names_file_and_row(tmp_path):
     path = write_hr_tsv(tmp_path / "hr_bench_4k.tsv", rows)
     samples = list(TASKS.build("hr_bench_4k", path, None).samples())  # scoring never decodes images
     samples[0].load_image()
-    with pytest.raises(DataError, match=r"hr_bench_4k\.tsv \(row 3\): bad base64 image"):
+    # the TSV's line, numbered as its column errors are (file:line), not a second "(row N)" numbering
+    with pytest.raises(DataError, match=r"hr_bench_4k\.tsv:3: bad base64 image"):
         samples[1].load_image()
     rows[1]["image"] = "aGVsbG8gd29ybGQ="  # valid base64 of text, not an image
     path = write_hr_tsv(tmp_path / "b" / "hr_bench_4k.tsv", rows)
-    with pytest.raises(DataError, match=r"\(row 3\): unreadable image"):
+    with pytest.raises(DataError, match=r"hr_bench_4k\.tsv:3: unreadable image"):
         list(TASKS.build("hr_bench_4k", path, None).samples())[1].load_image()
 
 
@@ -101,7 +102,8 @@ def test_missing_image_file_named(tmp_path):
     data = make_textvqa(tmp_path / "t")
     (data / "train_images" / "img_a.jpg").unlink()
     sample = next(TASKS.build("textvqa", data, None).samples())
-    with pytest.raises(DataError, match=r"img_a\.jpg \(row 0\): image file not found"):
+    referenced = r"\(referenced by .*TextVQA_0\.5\.1_val\.json \(row 0\)\)"
+    with pytest.raises(DataError, match=r"img_a\.jpg: image file not found " + referenced):
         sample.load_image()
 
 

@@ -22,7 +22,9 @@ def test_list_prints_every_task_with_version():
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0, result.output
     for name in TASKS.names():
-        assert any(line.split()[:2] == [name, "v1.0"] for line in result.output.splitlines()), name
+        entry = TASKS.entry(name)
+        _, version, _ = entry.load().info(**entry.kwargs)
+        assert any(line.split()[:2] == [name, f"v{version}"] for line in result.output.splitlines()), name
 
 
 def test_score_json_on_stdout(tmp_path):

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.errors import Bounds, DataError, VisrlError, check_bounds
 from visrl_bench.io import read_yaml_mapping
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
@@ -64,6 +64,26 @@ class TrainConfig:
     report_to: str = "none"  # "tensorboard" too, when installed; the CSV log is always written
     device: str = "auto"
     progress: bool = True
+
+    BOUNDS: ClassVar[Bounds] = {
+        "lora_r": (1, None),
+        "lora_alpha": (0, None),
+        "lora_dropout": (0, 1),
+        "lr": (1e-12, None),
+        "max_steps": (-1, None),
+        "epochs": (1e-9, None),
+        "batch_size": (1, None),
+        "grad_accum": (1, None),
+        "warmup_ratio": (0, 1),
+        "weight_decay": (0, None),
+        "max_grad_norm": (0, None),
+        "seed": (0, None),
+        "logging_steps": (1, None),
+        "save_steps": (0, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

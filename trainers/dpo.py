@@ -17,7 +17,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from trl import DPOConfig, DPOTrainer
 from visrl_bench.trainers.common import (
@@ -32,7 +32,7 @@ from visrl_bench.trainers.common import (
     write_summary,
 )
 
-from visrl_bench.errors import DataError
+from visrl_bench.errors import Bounds, DataError
 from visrl_bench.io import iter_jsonl
 from visrl_bench.training import ImageStore, StepPreferencePair, VisionBatcher, step_pair_from_row
 
@@ -50,6 +50,8 @@ class DPOTrainConfig(TrainConfig):
     # the control no peer reports: each pair's preference flipped by a seeded coin. The gain must vanish;
     # if it does not, it never came from the reward
     swap_labels: bool = False
+
+    BOUNDS: ClassVar[Bounds] = {**TrainConfig.BOUNDS, "beta": (1e-12, None), "nll_weight": (0, None)}
 
 
 # what "flipping the preference" exchanges, per step: the context a pair is scored in stays as it was (an

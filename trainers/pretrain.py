@@ -22,10 +22,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
+from visrl_bench.errors import Bounds, check_bounds
 from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
@@ -84,6 +85,23 @@ class PretrainConfig:
     # targets, while their input rows carry the box text of the answer-step dialogue
     init: str = ""
     spec: dict[str, Any] = field(default_factory=dict)  # TinySpec overrides (tests use a smaller model)
+
+    BOUNDS: ClassVar[Bounds] = {
+        "steps": (1, None),
+        "batch_size": (1, None),
+        "lr": (1e-12, None),
+        "warmup_steps": (0, None),
+        "min_lr_ratio": (0, 1),
+        "weight_decay": (0, None),
+        "seed": (0, None),
+        "log_every": (1, None),
+        "positive_only_fraction": (0, 1),
+        "ground_fraction": (0, 1),
+        "ground_holdout": (0, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
 
 
 # Stage 2 of the committed ZoomWorld bases, continuing from the perception stage (`init`). Measured: the box

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import (
     Recipe,
@@ -25,6 +25,7 @@ from visrl_bench.trainers.common import (
     write_summary,
 )
 
+from visrl_bench.errors import Bounds
 from visrl_bench.training import Completion, VisionBatcher, sft_completions
 
 
@@ -40,6 +41,8 @@ class SFTConfig(TrainConfig):
     steps: tuple[str, ...] = ("box", "answer")  # which supervised steps to train
     lr: float = 2e-4
     epochs: float = 3.0
+
+    BOUNDS: ClassVar[Bounds] = {**TrainConfig.BOUNDS, "limit": (1, None), "crop_min_side": (1, None)}
 
 
 def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completion]]:

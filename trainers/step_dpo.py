@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import Recipe
 from visrl_bench.trainers.dpo import DPOTrainConfig, VisionDPOTrainer, run_dpo
+
+from visrl_bench.errors import Bounds
 
 STEP_NAMES = ("box", "answer")
 STEP_PREFIXES = tuple(f"{s}/" for s in STEP_NAMES)
@@ -24,6 +26,8 @@ STEP_PREFIXES = tuple(f"{s}/" for s in STEP_NAMES)
 class StepDPOConfig(DPOTrainConfig):
     box_weight: float = 0.5
     answer_weight: float = 0.5
+
+    BOUNDS: ClassVar[Bounds] = {**DPOTrainConfig.BOUNDS, "box_weight": (0, None), "answer_weight": (0, None)}
 
 
 class StepDPOTrainer(VisionDPOTrainer):

@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import Recipe, load_config
+
+from visrl_bench.errors import Bounds, check_bounds
 
 STAGE_DONE = "config.json"  # a saved checkpoint is complete once its config is written (after the weights)
 
@@ -51,6 +53,17 @@ class VisRLConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+
+    BOUNDS: ClassVar[Bounds] = {
+        "rounds": (0, None),
+        "eval_limit": (1, None),
+        "eval_batch_size": (1, None),
+        "max_new_tokens": (1, None),
+        "seed": (0, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -77,6 +77,22 @@ class Box:
         return cls(float(x), float(y), float(x) + float(w), float(y) + float(h))
 
 
+def gold_box(values: object, layout: str = "xywh") -> Box:
+    """A gold box as benchmark data stores it ([x, y, w, h] or [x1, y1, x2, y2]), checked: four finite
+    numbers and a positive width and height. A NaN or inverted gold box would otherwise reach the prompt
+    and the focus IoU as if it were real; the ValueError says what is wrong, the caller adds where."""
+    if not (isinstance(values, (list, tuple)) and len(values) == 4):
+        raise ValueError(f"bbox must be 4 numbers ({layout}), got {values!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"bbox must be 4 numbers ({layout}), got {values!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"bbox has a non-finite value: {list(values)!r}")
+    box = Box.from_xywh(*values) if layout == "xywh" else Box(*(float(v) for v in values))
+    if not (box.width > 0 and box.height > 0):
+        raise ValueError(f"bbox has no area (width {box.width:g}, height {box.height:g}): {list(values)!r}")
+    return box
+
+
 def _check_size(image_size: ImageSize) -> tuple[float, float]:
     w, h = image_size
     if not (w > 0 and h > 0):

@@ -221,6 +221,8 @@ def _print_results(results: dict) -> None:
         rate = timing.get("samples_per_second")
         typer.echo(
             f"{name}: n={metrics['n']}  errors={metrics['errors']}"
+            # focus IoU is over the samples whose focus step ran, not over n
+            + (f"  focus_n={metrics['focus_n']}" if "focus_n" in metrics else "")
             + (f"  {rate:.2f} samples/s" if rate else "")
         )
         for key, value in metrics.items():

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def locate(path: str | Path, line: int | None = None, row: object | None = None) -> str:
+    """One numbering for every place in a data file: `file:line` for a line of a text file (1-based, as
+    editors count), `file (row N)` for a record of a structured file (a parquet row, a JSON array entry)."""
+    where = str(path)
+    if line is not None:
+        where += f":{line}"
+    if row is not None:
+        where += f" (row {row})"
+    return where
 
 
 class VisrlError(Exception):
@@ -17,12 +33,7 @@ class DataError(VisrlError):
         self.line = line
         self.row = row
         self.message = message
-        where = self.path
-        if line is not None:
-            where += f":{line}"
-        if row is not None:
-            where += f" (row {row})"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{locate(path, line, row)}: {message}")
 
 
 class UnknownNameError(VisrlError, KeyError):
@@ -30,3 +41,47 @@ class UnknownNameError(VisrlError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
+
+
+def isolate_failures(
+    items: Sequence[T], run: Callable[[Sequence[T]], list[R]], on_error: Callable[[T, Exception], R]
+) -> list[R]:
+    """`run(items)`, one result per item in order; when it raises, the items are split in halves until
+    each failing item is alone, and `on_error(item, exc)` gives that item's result. One sample that a
+    processor or a model rejects (an image past an aspect-ratio limit, say) then costs its own record
+    only: the rest of its batch is still run and scored, and a resumed run does not meet it again."""
+    try:
+        return run(items)
+    except Exception as exc:
+        if len(items) == 1:
+            return [on_error(items[0], exc)]
+        half = len(items) // 2
+        return [
+            *isolate_failures(items[:half], run, on_error),
+            *isolate_failures(items[half:], run, on_error),
+        ]
+
+
+# (low, high), inclusive; None: unbounded on that side
+Bounds = dict[str, tuple[float | None, float | None]]
+
+
+def check_bounds(obj: object, bounds: Bounds) -> None:
+    """Refuse a numeric option outside its range, naming it: a `--limit 0` or a negative batch size must not
+    run as an empty or odd job that exits 0. An option whose value is None (unset) is not checked."""
+    for name, (low, high) in bounds.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VisrlError(f"option {name} takes a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise VisrlError(f"option {name} must be a finite number, got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            if high is None:
+                wanted = f"at least {low:g}"
+            elif low is None:
+                wanted = f"at most {high:g}"
+            else:
+                wanted = f"between {low:g} and {high:g}"
+            raise VisrlError(f"option {name} must be {wanted}, got {value!r}")

@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench import __version__
 from visrl_bench.boxes import Box, ParsedBox, crop_region, format_box, iou, parse_box
-from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.errors import Bounds, DataError, VisrlError, check_bounds, isolate_failures
+from visrl_bench.io import json_line, json_text
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
 from visrl_bench.reasoning import (
@@ -63,6 +64,16 @@ class EvalConfig:
     dtype: str = "auto"
     trust_remote_code: bool = False
 
+    BOUNDS: ClassVar[Bounds] = {
+        "batch_size": (1, None),
+        "seed": (0, None),
+        "crop_min_side": (1, None),
+        "limit": (1, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -96,7 +107,7 @@ def eval_config_from_dict(values: dict[str, Any], source: str = "config") -> Eva
         raise VisrlError(f"{source}: unknown option(s) {', '.join(unknown)}")
     try:
         return EvalConfig(tasks=tasks, generation=GenerationSettings(**generation), **values)
-    except TypeError as exc:
+    except (TypeError, VisrlError) as exc:
         raise VisrlError(f"{source}: {exc}") from None
 
 
@@ -198,17 +209,38 @@ def _focus_box(mode: Mode, sample: Sample, image_size, cfg: EvalConfig) -> Box |
 def run_window(
     task, window: list[tuple[int, Sample]], adapter: LMMAdapter, mode: Mode, cfg: EvalConfig
 ) -> list[dict]:
-    """Generate and score one window of samples; a sample whose image fails becomes an error record."""
+    """Generate and score one window of samples. A sample whose image fails to load, or whose input the
+    processor or the model rejects, becomes that sample's error record; the others are scored."""
+
+    def rejected(item: tuple[int, Sample], exc: Exception) -> dict:
+        position, sample = item
+        error = f"model input rejected{_image_origin(sample)}: {type(exc).__name__}: {exc}"
+        return {"task": task.name, "position": position, **task.score(sample, None, None), "error": error}
+
+    return isolate_failures(window, lambda part: _run_window(task, part, adapter, mode, cfg), rejected)
+
+
+def _image_origin(sample: Sample) -> str:
+    if sample.image is None:
+        return ""
+    row = f", row {sample.image.row}" if sample.image.row is not None else ""
+    return f" (image of sample {sample.id} from {sample.image.origin}{row})"
+
+
+def _run_window(
+    task, window: list[tuple[int, Sample]], adapter: LMMAdapter, mode: Mode, cfg: EvalConfig
+) -> list[dict]:
     settings, conv = cfg.generation, adapter.box_convention
     min_side = cfg.crop_min_side or task.default_crop_min_side
     records: dict[int, dict] = {}
     live: list[tuple[int, Sample, Any, tuple[int, int] | None]] = []
     for position, sample in window:
         try:
+            if sample.error:
+                raise VisrlError(sample.error)
             image = sample.load_image()
-        except DataError as exc:
-            rec = task.score(sample, None, None)
-            records[position] = {**rec, "error": str(exc)}
+        except VisrlError as exc:
+            records[position] = {**task.score(sample, None, None), "error": str(exc)}
             continue
         live.append((position, sample, image, adapter.input_size(image)))
 
@@ -258,9 +290,15 @@ def run_window(
             requests = [ChatRequest(direct_messages(task.prompt(s)), [im]) for _, s, im, _ in live]
         outputs = adapter.generate(requests, settings, cfg.batch_size)
 
-    for (position, sample, _, resized), request, outs in zip(live, requests, outputs, strict=True):
-        row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
-        rec = task.score(sample, outs[0], row)
+    for (position, sample, image, resized), request, outs in zip(live, requests, outputs, strict=True):
+        # every input a box conversion used, so that any box in the record (the focus box, a RefCOCO
+        # answer) can be re-derived from samples.jsonl alone, e.g. by `visrl-bench score`
+        row = {
+            "box_format": conv.value,
+            "image_size": list(image.size),
+            "resized_size": list(resized) if resized else None,
+        }
+        rec = {**task.score(sample, outs[0], row), **row}
         steps = []
         if mode.two_turns:
             steps.append(
@@ -283,6 +321,14 @@ def run_window(
 
 
 # --- aggregation -------------------------------------------------------------------------------------------
+FOCUS_NOTES = {
+    "focus_iou": "IoU of the focus box with the gold box, over the focus_n samples whose focus step ran "
+    "(errored samples are not in it; they are counted in errors)",
+    "focus_parse_failure_rate": "% of the model's focus boxes that did not parse (the crop was then the "
+    "full image)",
+}
+
+
 def focus_metrics(records: list[dict], seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with_focus = [r for r in records if "focus" in r]
@@ -291,7 +337,7 @@ def focus_metrics(records: list[dict], seed: int) -> dict[str, Any]:
     model_boxes = [r for r in with_focus if r["focus"]["source"] == "model"]
     if model_boxes:
         fails = sum(1 for r in model_boxes if r["focus"]["box"] is None)
-        out["box_parse_failure_rate"] = round(100 * fails / len(model_boxes), 6)
+        out["focus_parse_failure_rate"] = round(100 * fails / len(model_boxes), 6)
     ious = [r["focus"]["iou"] for r in with_focus if "iou" in r["focus"]]
     if ious:
         value, ci = mean_ci_percent(ious, seed=seed)
@@ -315,7 +361,14 @@ def aggregate_run(tasks: list, records: list[dict], seed: int, limit: int | None
             continue
         metrics = task.aggregate(recs)
         n = metrics.pop("n", len(recs))
-        metrics.update(focus_metrics(recs, seed))
+        run_metrics = focus_metrics(recs, seed)
+        clash = sorted(set(metrics) & set(run_metrics))
+        if clash:  # one key, two meanings: the run's value would silently replace the task's
+            raise VisrlError(
+                f"task {task.name} reports metric(s) {', '.join(clash)}, which the focus step reports too; "
+                "rename the task's metric"
+            )
+        metrics.update(run_metrics)
         results[task.name] = {
             **metrics,
             "n": n,
@@ -378,7 +431,7 @@ def evaluate(
             started, count = time.perf_counter(), 0
             for window in _windows(todo, max(cfg.batch_size, 1) * WINDOW_BATCHES):
                 for rec in run_window(task, window, adapter, mode, cfg):
-                    sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    sink.write(json_line(rec))
                 sink.flush()
                 os.fsync(sink.fileno())
                 count += len(window)
@@ -392,9 +445,15 @@ def evaluate(
             }
 
     records = read_records(out / SAMPLES_FILE)
+    per_task = aggregate_run(tasks, records, cfg.seed, cfg.limit)
+    notes = {}
+    for t in tasks:
+        shown = {k: v for k, v in FOCUS_NOTES.items() if k in per_task.get(t.name, {})}
+        if t.metric_notes or shown:
+            notes[t.name] = {**t.metric_notes, **shown}
     results = {
-        "results": aggregate_run(tasks, records, cfg.seed, cfg.limit),
-        "notes": {t.name: t.metric_notes for t in tasks if t.metric_notes},
+        "results": per_task,
+        "notes": notes,
         "config": cfg.as_dict(),
         "provenance": {
             "visrl_bench_version": __version__,
@@ -425,7 +484,7 @@ def evaluate(
         "timing": timing,
     }
     tmp = out / (RESULTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    tmp.write_text(json_text(results, indent=2))
     tmp.replace(out / RESULTS_FILE)
     return results
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
+
+
+def finite(obj: Any) -> Any:
+    """OBJ with every NaN or infinite float replaced by None. Python's json writes them as bare NaN /
+    Infinity, which is not JSON: jq, pandas' strict readers and other languages reject the whole file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_line(obj: Any) -> str:
+    """One strict-JSON line (no NaN / Infinity, non-ASCII kept) for a JSONL record file."""
+    return json.dumps(finite(obj), ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """A strict-JSON document (no NaN / Infinity) for results and summaries."""
+    return json.dumps(finite(obj), ensure_ascii=False, allow_nan=False, **kwargs)

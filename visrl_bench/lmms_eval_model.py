@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from visrl_bench.errors import DataError, VisrlError
 from visrl_bench.evaluate import WINDOW_BATCHES, EvalConfig, run_window
+from visrl_bench.io import json_line
 from visrl_bench.models import GenerationSettings, load_model
 from visrl_bench.reasoning import Mode
 from visrl_bench.registry import MODES
@@ -229,4 +230,4 @@ class VisrlCoT(lmms):
         self.trace.parent.mkdir(parents=True, exist_ok=True)
         with self.trace.open("a", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps({**r, "task": task}, ensure_ascii=False) + "\n")
+                f.write(json_line({**r, "task": task}))

@@ -7,7 +7,6 @@ without a prediction counts as wrong and stays in n; a prediction whose id is no
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 from visrl_bench import __version__
 from visrl_bench.errors import DataError
-from visrl_bench.io import iter_jsonl
+from visrl_bench.io import iter_jsonl, json_line, json_text
 
 MAX_LISTED_IDS = 20
 
@@ -132,6 +131,9 @@ def score_task(task: Any, predictions: str | Path) -> ScoreReport:
         row = preds.pop(key) if key is not None else None
         if row is None:
             missing += 1
+        if sample.error:  # bad gold data: counted as an error, never scored
+            records.append({**task.score(sample, None, None), "error": sample.error})
+            continue
         records.append(task.score(sample, row["prediction"] if row else None, row))
     if not records:
         raise DataError(
@@ -174,12 +176,12 @@ def write_report(report: ScoreReport, task: Any, out_dir: str | Path) -> list[Pa
     tmp = samples.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in report.records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(json_line(r))
     tmp.replace(samples)
     written.append(samples)
     results = out / "results.json"
     tmp = results.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report.results_json(), indent=2, ensure_ascii=False))
+    tmp.write_text(json_text(report.results_json(), indent=2))
     tmp.replace(results)
     written.append(results)
     written += task.write_outputs(report.records, out)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from visrl_bench.boxes import Box
-from visrl_bench.errors import DataError
+from visrl_bench.errors import DataError, locate
 from visrl_bench.metrics.choice import extract_letter
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
@@ -38,8 +38,14 @@ class ImageSource:
     origin: str  # file the image lives in or is referenced from, for error messages
     path: Path | None = None
     data: str | bytes | None = None  # base64 text or raw encoded bytes
-    row: object | None = None
+    row: object | None = None  # the sample's row in `origin` (a record index), when it has no line
     loader: Callable[[], bytes] | None = None  # for images referenced from elsewhere in a streamed file
+    line: int | None = None  # the sample's line in `origin` (text files: TSV, JSONL), 1-based
+
+    @property
+    def where(self) -> str:
+        """The sample's place in `origin`, numbered as its other errors are: file:line or file (row N)."""
+        return locate(self.origin, self.line, self.row)
 
     def load(self):
         from PIL import Image, UnidentifiedImageError
@@ -47,7 +53,7 @@ class ImageSource:
         try:
             if self.path is not None:
                 if not self.path.is_file():
-                    raise DataError(self.path, "image file not found", row=self.row)
+                    raise DataError(self.path, f"image file not found (referenced by {self.where})")
                 img = Image.open(self.path)
             else:
                 raw = self.loader() if self.loader is not None else self.data
@@ -55,15 +61,18 @@ class ImageSource:
                     try:
                         raw = base64.b64decode(raw, validate=True)
                     except (binascii.Error, ValueError) as exc:
-                        raise DataError(self.origin, f"bad base64 image: {exc}", row=self.row) from None
+                        raise DataError(
+                            self.origin, f"bad base64 image: {exc}", line=self.line, row=self.row
+                        ) from None
                 if not raw:
-                    raise DataError(self.origin, "empty image", row=self.row)
+                    raise DataError(self.origin, "empty image", line=self.line, row=self.row)
                 img = Image.open(io.BytesIO(raw))
             img.load()
             return img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            where = self.path or self.origin
-            raise DataError(where, f"unreadable image: {exc}", row=self.row) from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            if self.path is not None:
+                raise DataError(self.path, f"unreadable image: {exc} (referenced by {self.where})") from None
+            raise DataError(self.origin, f"unreadable image: {exc}", line=self.line, row=self.row) from None
 
 
 @dataclass
@@ -77,6 +86,9 @@ class Sample:
     aliases: tuple[str, ...] = ()  # other ids users may key predictions by
     meta: dict[str, Any] = field(default_factory=dict)
     image: ImageSource | None = None
+    # bad gold data found while reading (file and line in the text): the sample is not run or scored but
+    # becomes a counted error record, so one broken annotation neither stops a run nor gets a score
+    error: str | None = None
 
     def load_image(self):
         if self.image is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from visrl_bench.boxes import crop_region, format_box
-from visrl_bench.errors import DataError
+from visrl_bench.errors import DataError, VisrlError
 from visrl_bench.reasoning import answer_step_messages, box_step_messages
 
 STEPS = ("box", "answer", "trajectory")
@@ -105,6 +105,8 @@ def step_pair_from_row(row: dict, images: ImageStore) -> StepPreferencePair:
 def sft_completions(task, sample, adapter, crop_min_side: int | None = None) -> list[Completion]:
     """The warm-up's two supervised steps for one box-annotated sample: question -> gold box text (in the
     model's convention); image + crop of the gold box + question -> the gold answer."""
+    if sample.error:
+        raise VisrlError(sample.error)
     if not sample.gold_boxes:
         raise DataError(task.name, f"sample {sample.id} has no gold box: SFT needs box-annotated data")
     image = sample.load_image()

@@ -28,10 +28,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
-from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.errors import Bounds, VisrlError, check_bounds
+from visrl_bench.io import json_line
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import answer_step_messages, box_step_messages
 
@@ -77,6 +78,30 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+
+    BOUNDS: ClassVar[Bounds] = {
+        "k": (1, None),
+        "temperature": (0, None),
+        "answer_samples": (1, None),
+        "answer_temperature": (0, None),
+        "diversity_temperature": (0, None),
+        "perturb_prob": (0, 1),
+        "perturb_scale": (0, None),
+        "max_candidate_iou": (0, 1),
+        "right_threshold": (0, 1),
+        "min_right_fraction": (0, 1),
+        "max_right_fraction": (0, 1),
+        "min_reward_gap": (0, None),
+        "max_pairs_per_question": (1, None),
+        "limit": (1, None),
+        "batch_size": (1, None),
+        "max_new_tokens": (1, None),
+        "crop_min_side": (1, None),
+        "seed": (0, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
 
     @property
     def box_temperature(self) -> float:
@@ -216,8 +241,10 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
     live, records = [], {}
     for position, sample in window:
         try:
+            if sample.error:
+                raise VisrlError(sample.error)
             image = sample.load_image()
-        except DataError as exc:
+        except VisrlError as exc:
             records[position] = {"position": position, "id": sample.id, "error": str(exc)}
             continue
         live.append((position, sample, image, adapter.input_size(image)))
@@ -463,7 +490,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
         def flush(window):
             first = window[0][0]
             for rec in _window(task, window, adapter, cfg, out, first):
-                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                sink.write(json_line(rec))
             sink.flush()
             os.fsync(sink.fileno())
             bar.update(len(window))
@@ -485,7 +512,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     with (out / PAIRS_FILE).open("w", encoding="utf-8") as f:
         for r in records:
             for p in r.get("pairs", []):
-                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+                f.write(json_line(p))
     stats = summarize(records, cfg)
     stats["seconds_this_run"] = round(time.perf_counter() - started, 1)
     stats["model"] = adapter.describe()
@@ -533,11 +560,11 @@ def apply_filter(src: str | Path, out: str | Path, cfg: GenerateConfig) -> dict:
         records.append(rec)
     with (out / QUESTIONS_FILE).open("w", encoding="utf-8") as f:
         for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(json_line(rec))
     with (out / PAIRS_FILE).open("w", encoding="utf-8") as f:
         for rec in records:
             for p in rec.get("pairs", []):
-                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+                f.write(json_line(p))
     stats = summarize(records, cfg)
     stats["derived_from"] = str(src)
     stats["config"] = asdict(cfg)

@@ -11,10 +11,10 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from visrl_bench.boxes import BoxConvention
-from visrl_bench.errors import DataError
+from visrl_bench.errors import Bounds, DataError, check_bounds
 
 # config.json `model_type` -> adapter name in the MODELS registry
 MODEL_TYPES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
@@ -30,6 +30,18 @@ class GenerationSettings:
     top_k: int = 0
     num_return_sequences: int = 1
     seed: int = 0
+
+    BOUNDS: ClassVar[Bounds] = {
+        "max_new_tokens": (1, None),
+        "temperature": (0, None),
+        "top_p": (1e-9, 1),
+        "top_k": (0, None),
+        "num_return_sequences": (1, None),
+        "seed": (0, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
 
     @property
     def greedy(self) -> bool:
