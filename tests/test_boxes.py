@@ -237,7 +237,7 @@ def _time_parse(text: str) -> float:
     import time
 
     start = time.perf_counter()
-    parse_box(text, "qwen_grid", (640, 480))
+    parse_box(text, "norm1000", (640, 480))
     return time.perf_counter() - start
 
 

@@ -60,3 +60,26 @@ def test_missing_predictions_count_as_wrong(task, tmp_path):
     for metric in task.headline_metrics:
         assert report.metrics[metric] == 0.0
         assert all(not math.isnan(v) for v in report.metrics[f"{metric}_ci95"])
+
+
+# 10 MB runaway generations in shapes that made a pattern backtrack or rescan (each measured quadratic or
+# worse before the fix: "(1,2)" + spaces in the box parser, "(A" repeated in the letter extractor)
+HOSTILE = {
+    "point-then-spaces": "(1,2)" + " " * 10_000_000 + "x",
+    "open-letters": "(A" * 5_000_000,
+    "letters": "A B C D " * 1_250_000,
+    "open-boxes": "[1 2 " * 2_000_000,
+}
+
+
+@pytest.mark.parametrize("shape", HOSTILE)
+def test_a_10_mb_prediction_is_scored_quickly(task, shape):
+    import time
+
+    sample = next(iter(task.samples()))
+    start = time.perf_counter()
+    record = task.score(sample, HOSTILE[shape], {"box_format": "norm1000", "resized_size": [28, 28]})
+    # generous: measured well under 0.5 s each; a quadratic scan takes minutes at this size
+    assert time.perf_counter() - start < 5.0
+    assert record["id"] == sample.id and record["scores"]
+    assert all(math.isfinite(v) for v in record["scores"].values())
