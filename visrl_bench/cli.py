@@ -159,7 +159,7 @@ def eval_command(
     max_new_tokens: Annotated[int, typer.Option()] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
     top_p: Annotated[float, typer.Option()] = 1.0,
-    top_k: Annotated[int, typer.Option()] = 0,
+    top_k: Annotated[int, typer.Option(help="0 = transformers' default (50).")] = 0,
     num_return_sequences: Annotated[int, typer.Option(help="K samples per prompt (scored: the first).")] = 1,
     arch: Annotated[str | None, typer.Option(help="Override the architecture read from config.json.")] = None,
     box_format: Annotated[str | None, typer.Option(help="Override the model's box convention.")] = None,

@@ -26,6 +26,22 @@ from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.models.kv_cache import append_in_place_cache
 
 log = logging.getLogger(__name__)
+# decoding knobs a checkpoint's generation_config.json may set, which the run's settings replace
+# decoding knobs a checkpoint's generation_config.json may set, which the run's settings replace, with the
+# value that leaves decoding as it is
+CHECKPOINT_SAMPLING_KEYS = {
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": None,
+    "min_p": None,
+    "typical_p": 1.0,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "num_beams": 1,
+    "length_penalty": 1.0,
+}
+TRANSFORMERS_DEFAULT_TOP_K = 50
 # our own progress bars cover whole runs; per-shard bars for loading a small model are noise
 transformers.utils.logging.disable_progress_bar()
 
@@ -151,6 +167,7 @@ class HFAdapter:
             .to(self.device)
             .eval()
         )
+        self.checkpoint_sampling_ignored = self._set_aside_checkpoint_sampling()
         self.processor = self.load_processor(root)
         self.tokenizer = self.processor.tokenizer
         # how generate_two_turns ran turn 2, per batch (a tokeniser that breaks the prefix refills)
@@ -183,6 +200,7 @@ class HFAdapter:
             "dtype": str(self.dtype).replace("torch.", ""),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "trust_remote_code": self.trust_remote_code,
+            "checkpoint_sampling_ignored": self.checkpoint_sampling_ignored,
         }
 
     # --- generation -----------------------------------------------------------------------------------
@@ -190,6 +208,24 @@ class HFAdapter:
         return self.processor.apply_chat_template(
             request.messages, add_generation_prompt=True, tokenize=False
         )
+
+    def _set_aside_checkpoint_sampling(self) -> dict[str, Any]:
+        """Take the checkpoint's own decoding knobs out of its generation config, and return them.
+
+        Real checkpoints ship them: Qwen2-VL-7B-Instruct do_sample=true, temperature 0.01, top_p 0.001 and
+        top_k 1; Qwen2.5-VL-7B-Instruct repetition_penalty 1.05. transformers merges every knob a call
+        leaves unset from that file, so "greedy" would carry a repetition penalty and sampling K answers
+        with top_k 1 would give K copies of one. The run's GenerationSettings are the whole decoding policy
+        (and are what results.json records); what the checkpoint asked for is kept in describe().
+        """
+        config = self.model.generation_config
+        ignored = {}
+        for key, neutral in CHECKPOINT_SAMPLING_KEYS.items():
+            value = getattr(config, key, None)
+            if value is not None and value != neutral:
+                ignored[key] = value
+            setattr(config, key, None)
+        return ignored
 
     def _generation_config(self, settings: GenerationSettings) -> GenerationConfig:
         config = GenerationConfig.from_dict(self.model.generation_config.to_dict())
@@ -203,7 +239,8 @@ class HFAdapter:
             config.do_sample = True
             config.temperature = settings.temperature
             config.top_p = settings.top_p
-            config.top_k = settings.top_k or None
+            # top_k 0 is transformers' own default of 50 (what every committed run sampled with)
+            config.top_k = settings.top_k or TRANSFORMERS_DEFAULT_TOP_K
         return config
 
     def _length_order(self, texts: Sequence[str], requests: Sequence[ChatRequest]) -> list[int]:
