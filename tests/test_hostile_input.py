@@ -299,12 +299,26 @@ def test_eval_refuses_numbers_out_of_range_before_loading_a_model(flags, message
             ["train", "--trainer", "sft", "model=m", "out=o", "batch_size=0"],
             "option batch_size must be at least 1",
         ),
+        (
+            ["zoomworld", "pretrain", "--arch", "llava", "--data", "d", "--out", "o", "steps=0"],
+            "option steps must",
+        ),
+        (["ablate", "--jobs", "0"], "'--jobs'"),
+        (["zoomworld", "generate", "--out", "o", "--seed", "-1"], "'--seed'"),
     ],
 )
-def test_generate_and_train_refuse_numbers_out_of_range(args, message, tmp_path, monkeypatch):
+def test_every_command_refuses_numbers_out_of_range(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_zoomworld_config_with_numbers_out_of_range_is_refused(tmp_path):
+    (tmp_path / "zw.yaml").write_text("sft_questions: 0\n")
+    args = ["zoomworld", "generate", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "zw.yaml")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "option sft_questions must be at least 1, got 0" in result.output
 
 
 def test_the_inputs_of_every_box_conversion_are_in_samples_jsonl(tiny_checkpoints, task_fixtures, tmp_path):
@@ -339,3 +353,29 @@ def test_a_record_line_is_strict_json_whatever_it_holds():
     line = json_line({"iou": float("nan"), "ci": [float("inf"), 1.0], "text": "é"})
     assert "NaN" not in line and "Infinity" not in line and "é" in line
     assert json.loads(line) == {"iou": None, "ci": [None, 1.0], "text": "é"}
+
+
+def test_generate_over_good_and_bad_samples_records_the_bad_and_goes_on(tiny_checkpoints, tmp_path):
+    """Self-evolution data generation meets the same hostile folder: every question gets one record."""
+    from visrl_bench.datagen.pairs import GenerateConfig, generate
+
+    data = _hostile_vstar(tmp_path / "vstar")
+    cfg = GenerateConfig(
+        model=str(tiny_checkpoints["qwen2_vl"]),
+        task="vstar_bench",
+        data=str(data),
+        split=None,
+        out=str(tmp_path / "gen"),
+        k=2,
+        answer_samples=1,
+        batch_size=8,
+        max_new_tokens=4,
+        crop_min_side=16,
+        progress=False,
+    )
+    stats = generate(cfg)
+    records = strict_json_lines(tmp_path / "gen" / "questions.jsonl")
+    assert sorted(r["position"] for r in records) == list(range(8))
+    errors = {r["id"]: r["error"] for r in records if "error" in r}
+    assert set(errors) == {*BAD, WIDE} and stats["errors"] == 4
+    assert "model input rejected" in errors[WIDE] and "aspect ratio" in errors[WIDE]

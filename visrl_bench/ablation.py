@@ -20,9 +20,9 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from visrl_bench.errors import VisrlError
+from visrl_bench.errors import Bounds, VisrlError, check_bounds
 from visrl_bench.io import write_text_atomic
 
 CELL_FILE = "cell.json"
@@ -130,6 +130,19 @@ class AblationConfig:
     leaderboard: str | None = None  # OUT (no suffix): OUT.csv/.md/.png once the grid is complete
     title: str = "Ablation"
     device: str = "auto"
+
+    BOUNDS: ClassVar[Bounds] = {
+        "zoomworld_seed": (0, None),
+        "rounds": (1, None),
+        "eval_limit": (1, None),
+        "eval_batch_size": (1, None),
+        "max_new_tokens": (1, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise VisrlError(f"option seeds must be whole numbers >= 0, got {self.seeds!r}")
 
     def cells(self) -> list[tuple[Row, str, int]]:
         """The grid in run order: lanes (base, seed) outermost so a lane's shared work is reused at once."""

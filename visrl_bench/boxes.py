@@ -208,7 +208,7 @@ def format_box(
 # Parsing free model text
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)"
-# The patterns run on text whose whitespace runs are collapsed to one space (see `_scan_window`): with at most
+# The patterns run on text whose whitespace runs are collapsed to one space (see `scan_window`): with at most
 # one space between tokens no two parts of a pattern can share a run of spaces, so a failed match cannot
 # backtrack quadratically ("(1,2)" followed by 32,000 spaces took 24 s with `\s*[,-]?\s*`).
 _SEP = r" ?[,;] ?| "
@@ -234,7 +234,7 @@ SCAN_CHARS = 100_000
 _RAW_CHARS = 10 * SCAN_CHARS  # whitespace-only stretches longer than this count against the bound too
 
 
-def _scan_window(text: str) -> tuple[str, bool]:
+def scan_window(text: str) -> tuple[str, bool]:
     """The head of `text` the parser reads, whitespace collapsed, and whether anything was cut off."""
     head = " ".join(text[:_RAW_CHARS].split())
     cut = len(text) > _RAW_CHARS or len(head) > SCAN_CHARS
@@ -292,7 +292,7 @@ def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
     if not isinstance(text, str):
         return ParsedBox(None, reason=f"prediction is {type(text).__name__}, not text")
     repairs: list[str] = []
-    text, cut = _scan_window(text)
+    text, cut = scan_window(text)
     if cut:
         repairs.append(f"text_beyond_{SCAN_CHARS}_chars_not_read")
 

@@ -74,7 +74,7 @@ def score_command(
     box_format: Annotated[
         str | None, typer.Option(help="Convention of predicted boxes: norm | pixel | norm1000 | square_norm.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for option shuffling and bootstrap CIs.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for option shuffling and bootstrap CIs.")] = 0,
     option: Annotated[
         list[str] | None,
         typer.Option(
@@ -264,7 +264,7 @@ app.add_typer(zoomworld_app, name="zoomworld")
 @zoomworld_app.command("generate")
 def zoomworld_generate(
     out: Annotated[Path, typer.Option(help="Folder to write the splits into.")],
-    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Same seed, byte-identical files.")] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML overriding ZoomWorldConfig fields.")] = None,
 ) -> None:
     """Write ZoomWorld's pretrain / sft / rl / test splits (images + JSONL)."""
@@ -338,8 +338,8 @@ def zoomworld_baselines(
     work: Annotated[Path, typer.Option(help="Scratch folder for data and eval runs.")] = Path(
         "runs/zoomworld"
     ),
-    seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[int, typer.Option(help="Pretraining steps (with --from-scratch).")] = 900,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Pretraining steps (with --from-scratch).")] = 900,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Measure direct / gt_box / random_box / center_box on ZoomWorld's test split for both base LMMs."""
@@ -426,7 +426,7 @@ def ablate_command(
     preset: Annotated[
         str | None, typer.Option(help="quick (1 seed, 1 round) or full (3 seeds, 2 rounds).")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Lanes (base x seed) run in parallel processes.")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="Lanes (base x seed) run in parallel processes.")] = 1,
     progress: Annotated[bool, typer.Option(help="Progress bar over cells.")] = True,
 ) -> None:
     """Every configuration x every base LMM (x seeds): one resumable cell each, then the leaderboard.
@@ -469,7 +469,7 @@ def leaderboard_command(
         str | None, typer.Option(help="Row that the others are compared with (paired).")
     ] = None,
     title: Annotated[str, typer.Option(help="Title of the Markdown and the chart.")] = "Leaderboard",
-    seed: Annotated[int, typer.Option(help="Bootstrap / permutation seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Bootstrap / permutation seed.")] = 0,
 ) -> None:
     """Eval runs as one table: value, 95% bootstrap CI and n per cell; paired differences to --reference."""
     from visrl_bench import leaderboard as lb
@@ -543,8 +543,8 @@ def lmms_eval_task_command(
     out: Annotated[Path, typer.Option(help="Task folder to write (pass it to --include_path).")],
     split: Annotated[str, typer.Option(help="The benchmark's split.")] = "val",
     task_name: Annotated[str, typer.Option(help="The lmms-eval task name.")] = "visrl_textvqa",
-    max_new_tokens: Annotated[int, typer.Option(help="generation_kwargs.max_new_tokens")] = 64,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="generation_kwargs.max_new_tokens")] = 64,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions.")] = None,
 ) -> None:
     """Write an lmms-eval task over a local benchmark copy (a `datasets` folder + task YAML), offline."""
     if benchmark != "textvqa":

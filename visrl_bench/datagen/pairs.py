@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
-from visrl_bench.errors import Bounds, VisrlError, check_bounds
+from visrl_bench.errors import Bounds, VisrlError, check_bounds, isolate_failures
 from visrl_bench.io import json_line
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import answer_step_messages, box_step_messages
@@ -487,9 +487,18 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     window: list = []
     with (out / QUESTIONS_FILE).open("a", encoding="utf-8") as sink:
 
+        def rejected(item, exc: Exception) -> dict:  # the processor or model refused this one's input
+            position, sample = item
+            error = f"model input rejected: {type(exc).__name__}: {exc}"
+            return {"position": position, "id": sample.id, "error": error}
+
         def flush(window):
             first = window[0][0]
-            for rec in _window(task, window, adapter, cfg, out, first):
+
+            def run(part):
+                return _window(task, part, adapter, cfg, out, first)
+
+            for rec in isolate_failures(window, run, rejected):
                 sink.write(json_line(rec))
             sink.flush()
             os.fsync(sink.fileno())

@@ -27,9 +27,10 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region
+from visrl_bench.errors import Bounds, VisrlError, check_bounds
 
 VERSION = "1.1"  # 1.1: the ground split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
@@ -74,6 +75,29 @@ class ZoomWorldConfig:
     sft_questions: int = 200
     rl_questions: int = 1200
     test_questions: int = 420
+
+    BOUNDS: ClassVar[Bounds] = {
+        "tile_cells": (1, None),
+        "questions_per_image": (1, None),
+        "crop_min_side": (1, None),
+        "readable_side": (1, None),
+        "pretrain_images": (0, None),
+        "pretrain_examples_per_image": (1, None),
+        "direct_fraction": (0, 1),
+        "ground_images": (0, None),
+        "sft_questions": (1, None),
+        "rl_questions": (1, None),
+        "test_questions": (1, None),
+    }
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
+        for name in ("canvas", "objects", "object_size"):
+            low, high = getattr(self, name)
+            if not (0 < low <= high if name != "canvas" else low > 0 and high > 0):
+                raise VisrlError(
+                    f"option {name} must be two positive numbers (min <= max), got {(low, high)}"
+                )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ZoomWorldConfig:

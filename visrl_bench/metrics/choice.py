@@ -9,6 +9,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from visrl_bench.boxes import SCAN_CHARS, scan_window
+
 LETTERS = string.ascii_uppercase
 
 
@@ -42,6 +44,9 @@ class LetterChoice:
     method: str  # how it was found; "none" when nothing matched
 
 
+_ARTICLE_NEXT = re.compile(r"\s+[a-z]")
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
 
@@ -58,6 +63,8 @@ def extract_letter(response: object, options: Sequence[str]) -> LetterChoice:
     if not valid:
         return LetterChoice(None, "none")
     text = response.strip()
+    if len(text) > SCAN_CHARS:  # a runaway generation: read its head only, as the box parser does
+        text, _ = scan_window(text)
     cls = f"[{valid}]"
 
     m = re.fullmatch(rf"\(?\s*({cls})\s*[).:\]]?", text)
@@ -90,10 +97,11 @@ def extract_letter(response: object, options: Sequence[str]) -> LetterChoice:
 
     # Last resort: one standalone capital letter, e.g. "I think B". "A" followed by a lower-case word is an
     # article ("A red car"), not a choice.
+    # (matched at its offset, not on a slice of the rest: slicing made a long run of letters quadratic)
     standalone = {
         m.group(1)
         for m in re.finditer(rf"(?<![\w'])({cls})(?![\w'])", text)
-        if not (m.group(1) == "A" and re.match(r"\s+[a-z]", text[m.end() :]))
+        if not (m.group(1) == "A" and _ARTICLE_NEXT.match(text, m.end()))
     }
     if len(standalone) == 1:
         return LetterChoice(standalone.pop(), "standalone")
