@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from visrl_bench.errors import Bounds, DataError, VisrlError, check_bounds
+from visrl_bench.errors import Bounded, Bounds, DataError, VisrlError
 from visrl_bench.io import read_yaml_mapping
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
@@ -36,7 +36,7 @@ WEIGHT_FILES = (
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Bounded):
     """Options every recipe takes."""
 
     model: str = ""  # a local checkpoint dir (what `eval` loads)
@@ -81,9 +81,6 @@ class TrainConfig:
         "logging_steps": (1, None),
         "save_steps": (0, None),
     }
-
-    def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

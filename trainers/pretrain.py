@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
-from visrl_bench.errors import Bounds, check_bounds
+from visrl_bench.errors import Bounded, Bounds
 from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
@@ -58,7 +58,7 @@ def zoomworld_spec(arch: str) -> TinySpec:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Bounded):
     arch: str = "llava"
     data: str = ""  # a ZoomWorld folder
     out: str = ""
@@ -99,9 +99,6 @@ class PretrainConfig:
         "ground_fraction": (0, 1),
         "ground_holdout": (0, None),
     }
-
-    def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
 
 
 # Stage 2 of the committed ZoomWorld bases, continuing from the perception stage (`init`). Measured: the box

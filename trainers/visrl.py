@@ -24,13 +24,13 @@ from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import Recipe, load_config
 
-from visrl_bench.errors import Bounds, check_bounds
+from visrl_bench.errors import Bounded, Bounds
 
 STAGE_DONE = "config.json"  # a saved checkpoint is complete once its config is written (after the weights)
 
 
 @dataclass
-class VisRLConfig:
+class VisRLConfig(Bounded):
     model: str = ""  # the base checkpoint
     out: str = ""
     task: str = "zoomworld"
@@ -61,9 +61,6 @@ class VisRLConfig:
         "max_new_tokens": (1, None),
         "seed": (0, None),
     }
-
-    def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

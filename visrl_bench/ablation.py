@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.errors import Bounds, VisrlError, check_bounds
+from visrl_bench.errors import Bounded, Bounds, VisrlError
 from visrl_bench.io import write_text_atomic
 
 CELL_FILE = "cell.json"
@@ -106,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class AblationConfig:
+class AblationConfig(Bounded):
     task: str = "zoomworld"
     data: str = ""
     zoomworld_seed: int | None = None  # generate ZoomWorld into `data` first when it is not there
@@ -140,7 +140,7 @@ class AblationConfig:
     }
 
     def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
+        super().__post_init__()
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise VisrlError(f"option seeds must be whole numbers >= 0, got {self.seeds!r}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,3 +85,13 @@ def check_bounds(obj: object, bounds: Bounds) -> None:
             else:
                 wanted = f"between {low:g} and {high:g}"
             raise VisrlError(f"option {name} must be {wanted}, got {value!r}")
+
+
+class Bounded:
+    """Base of a config dataclass whose numeric options have ranges (`BOUNDS`): they are checked whenever
+    one is made, from the command line, a YAML file or code."""
+
+    BOUNDS: ClassVar[Bounds] = {}
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from visrl_bench import __version__
 from visrl_bench.boxes import Box, ParsedBox, crop_region, format_box, iou, parse_box
-from visrl_bench.errors import Bounds, DataError, VisrlError, check_bounds, isolate_failures
+from visrl_bench.errors import Bounded, Bounds, DataError, VisrlError, isolate_failures
 from visrl_bench.io import json_line, json_text
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
@@ -49,7 +49,7 @@ class TaskSpec:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Bounded):
     model: str
     tasks: list[TaskSpec]
     mode: str = "direct"
@@ -70,9 +70,6 @@ class EvalConfig:
         "crop_min_side": (1, None),
         "limit": (1, None),
     }
-
-    def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

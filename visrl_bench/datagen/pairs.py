@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
-from visrl_bench.errors import Bounds, VisrlError, check_bounds, isolate_failures
+from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.io import json_line
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import answer_step_messages, box_step_messages
@@ -45,7 +45,7 @@ NO_SIGNAL_GAP = 0.05  # chosen-minus-rejected gold IoU below this: the reward sa
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(Bounded):
     model: str = ""
     task: str = "zoomworld"
     data: str = ""
@@ -99,9 +99,6 @@ class GenerateConfig:
         "crop_min_side": (1, None),
         "seed": (0, None),
     }
-
-    def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
 
     @property
     def box_temperature(self) -> float:

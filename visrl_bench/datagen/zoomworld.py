@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region
-from visrl_bench.errors import Bounds, VisrlError, check_bounds
+from visrl_bench.errors import Bounded, Bounds, VisrlError
 
 VERSION = "1.1"  # 1.1: the ground split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
@@ -60,7 +60,7 @@ QUESTION = "What is the tile pattern on the {colour} {shape}?"
 
 
 @dataclass
-class ZoomWorldConfig:
+class ZoomWorldConfig(Bounded):
     canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 8x smaller (64 x 48)
     objects: tuple[int, int] = (3, 5)  # min, max objects per image
     object_size: tuple[int, int] = (28, 40)  # min, max side in pixels: 3-5 pixels in the global view
@@ -91,7 +91,7 @@ class ZoomWorldConfig:
     }
 
     def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
+        super().__post_init__()
         for name in ("canvas", "objects", "object_size"):
             low, high = getattr(self, name)
             if not (0 < low <= high if name != "canvas" else low > 0 and high > 0):

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from visrl_bench.boxes import BoxConvention
-from visrl_bench.errors import Bounds, DataError, check_bounds
+from visrl_bench.errors import Bounded, Bounds, DataError
 
 # config.json `model_type` -> adapter name in the MODELS registry
 MODEL_TYPES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
 
 
 @dataclass
-class GenerationSettings:
+class GenerationSettings(Bounded):
     """Decoding settings; greedy unless temperature > 0."""
 
     max_new_tokens: int = 64
@@ -39,9 +39,6 @@ class GenerationSettings:
         "num_return_sequences": (1, None),
         "seed": (0, None),
     }
-
-    def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
 
     @property
     def greedy(self) -> bool:

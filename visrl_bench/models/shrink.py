@@ -36,6 +36,14 @@ VERBATIM = (
 # Width and depth only. Qwen keeps its 128-wide attention heads: M-RoPE's mrope_section [16, 24, 24] is
 # written for head_dim 128, so the heads get fewer, not narrower. LLaVA keeps two vision layers because it
 # reads the features of the second-to-last one (vision_feature_layer -2).
+_QWEN_TEXT = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "max_window_layers": 2,
+    "num_attention_heads": 1,
+    "num_key_value_heads": 1,
+}
 SHRUNK: dict[str, dict[str, Any]] = {
     "llava": {
         "text_config": {
@@ -54,21 +62,11 @@ SHRUNK: dict[str, dict[str, Any]] = {
         },
     },
     "qwen2_vl": {
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "max_window_layers": 2,
-        "num_attention_heads": 1,
-        "num_key_value_heads": 1,
+        **_QWEN_TEXT,
         "vision_config": {"depth": 2, "embed_dim": 32, "num_heads": 2, "hidden_size": 128},
     },
     "qwen2_5_vl": {
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "max_window_layers": 2,
-        "num_attention_heads": 1,
-        "num_key_value_heads": 1,
+        **_QWEN_TEXT,
         "vision_config": {
             "depth": 2,
             "hidden_size": 32,
