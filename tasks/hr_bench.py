@@ -132,11 +132,8 @@ class HRBench(BaseTask):
         missing = [c for c in REQUIRED if c not in pf.schema_arrow.names]
         if missing:
             raise DataError(self.file, f"parquet lacks column(s) {', '.join(missing)}")
-        rowno = 0
-        for batch in pf.iter_batches(batch_size=16):
-            for row in batch.to_pylist():
-                rowno += 1
-                yield rowno, row
+        rows = (row for batch in pf.iter_batches(batch_size=16) for row in batch.to_pylist())
+        yield from enumerate(rows)  # rows count from 0, as pyarrow and pandas index them
 
     @staticmethod
     def _image_payload(value: Any) -> str | bytes | None:

@@ -19,9 +19,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box, BoxConvention, as_convention, format_box, gold_box, iou, parse_box
+from visrl_bench.boxes import (
+    BoxConvention,
+    as_convention,
+    format_box,
+    gold_box,
+    image_dimensions,
+    iou,
+    parse_box,
+)
 from visrl_bench.errors import DataError
-from visrl_bench.task import BaseTask, ImageSource, Sample
+from visrl_bench.task import BaseTask, ImageSource, Sample, checked
 
 DATASETS = {
     # name: (default split_by, splits)
@@ -168,8 +176,10 @@ class RefCOCO(BaseTask):
                 raise DataError(
                     refs_path, f"ref {ref.get('ref_id')} points to missing {exc}", row=i
                 ) from None
-            size = (int(img["width"]), int(img["height"]))
-            gold, error = self._gold(ann.get("bbox"), instances, f"annotation {ref['ann_id']}")
+            where = f"{instances} (annotation {ref['ann_id']})"
+            size, size_error = checked(image_dimensions, img.get("width"), img.get("height"), path=where)
+            gold, error = checked(gold_box, ann.get("bbox"), "xywh", path=where)
+            error = size_error or error
             category = coco.cats.get(ann.get("category_id"), {}).get("name")
             for sent in sentences:
                 yield Sample(
@@ -186,7 +196,6 @@ class RefCOCO(BaseTask):
 
     def _parquet_samples(self) -> Iterator[Sample]:
         import pyarrow.parquet as pq
-        from PIL import Image
 
         for path in self._parquet_files():
             pf = pq.ParquetFile(path)
@@ -195,37 +204,25 @@ class RefCOCO(BaseTask):
             ]
             if missing:
                 raise DataError(path, f"parquet lacks column(s) {', '.join(missing)}")
-            rowno = 0
-            for batch in pf.iter_batches(batch_size=64):
-                for row in batch.to_pylist():
-                    rowno += 1
-                    raw = row["image"].get("bytes") if isinstance(row["image"], dict) else row["image"]
-                    try:
-                        with Image.open(io.BytesIO(raw)) as im:  # reads the header only
-                            size = im.size
-                    except Exception as exc:
-                        raise DataError(path, f"unreadable image: {exc}", row=rowno) from None
-                    gold, error = self._gold(row["bbox"], path, f"row {rowno}")
-                    sentences = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
-                    for k, sentence in enumerate(sentences):
-                        yield Sample(
-                            id=f"{row['question_id']}#{k}",
-                            question=str(sentence),
-                            answer=gold,
-                            image_size=size,
-                            gold_boxes=[gold] if gold else [],
-                            meta={"question_id": row["question_id"]},
-                            image=ImageSource(origin=str(path), data=raw, row=rowno),
-                            error=error,
-                        )
+            rows = (row for batch in pf.iter_batches(batch_size=64) for row in batch.to_pylist())
+            for rowno, row in enumerate(rows):  # rows count from 0, as pyarrow and pandas index them
+                raw = row["image"].get("bytes") if isinstance(row["image"], dict) else row["image"]
 
-    @staticmethod
-    def _gold(bbox: object, path: Path, where: str) -> tuple[Box | None, str | None]:
-        """The gold [x, y, w, h] box, or what is wrong with it (the sample becomes an error record)."""
-        try:
-            return gold_box(bbox, "xywh"), None
-        except ValueError as exc:
-            return None, str(DataError(path, f"{where}: gold {exc}"))
+                size, size_error = checked(_header_size, raw, path=path, row=rowno)
+                gold, error = checked(gold_box, row["bbox"], "xywh", path=path, row=rowno)
+                error = size_error or error
+                sentences = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+                for k, sentence in enumerate(sentences):
+                    yield Sample(
+                        id=f"{row['question_id']}#{k}",
+                        question=str(sentence),
+                        answer=gold,
+                        image_size=size,
+                        gold_boxes=[gold] if gold else [],
+                        meta={"question_id": row["question_id"]},
+                        image=ImageSource(origin=str(path), data=raw, row=rowno),
+                        error=error,
+                    )
 
     # --- prompting and scoring --------------------------------------------------------------------------
     def prompt(self, sample: Sample) -> str:
@@ -269,3 +266,13 @@ class RefCOCO(BaseTask):
             6,
         )
         return out
+
+
+def _header_size(raw: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:  # reads the header only
+            return im.size
+    except Exception as exc:
+        raise ValueError(f"unreadable image: {exc}") from None

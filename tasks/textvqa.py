@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from visrl_bench.boxes import image_dimensions
 from visrl_bench.errors import DataError
 from visrl_bench.io import read_json
 from visrl_bench.metrics.vqa import vqa_accuracy
@@ -88,7 +89,10 @@ class TextVQA(BaseTask):
                 )
             size = None
             if row.get("image_width") and row.get("image_height"):
-                size = (int(row["image_width"]), int(row["image_height"]))
+                try:
+                    size = image_dimensions(row["image_width"], row["image_height"])
+                except ValueError as exc:  # only used to report, never to convert a box: a clear stop
+                    raise DataError(self.annotations, str(exc), **where) from None
             image_id = str(row["image_id"])
             yield Sample(
                 id=str(row["question_id"]),

@@ -21,12 +21,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.boxes import Box, gold_box
+from visrl_bench.boxes import Box, gold_box, image_dimensions
 from visrl_bench.errors import DataError
 from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.metrics.choice import LETTERS, format_options, option_order, rotate
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
-from visrl_bench.task import BaseTask, ImageSource, Sample, as_bool
+from visrl_bench.task import BaseTask, ImageSource, Sample, as_bool, checked
 
 CATEGORIES = ("direct_attributes", "relative_position")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -142,16 +142,16 @@ class VStarBench(BaseTask):
     def _gold_boxes(self, q: dict) -> tuple[list[Box], tuple[int, int] | None, str | None]:
         """The question's gold boxes, its image size, and what is wrong with its boxes (if anything)."""
         meta = q["meta"]
-        boxes = []
-        for raw in meta.get("bbox", []) or []:
-            try:
-                boxes.append(gold_box(raw, "xywh"))
-            except ValueError as exc:
-                return [], None, str(DataError(q["meta_path"], f"gold {exc}", line=q.get("line")))
-        size = None
-        if "width" in meta and "height" in meta:
-            size = (int(meta["width"]), int(meta["height"]))
-        return boxes, size, None
+
+        def read() -> tuple[list[Box], tuple[int, int] | None]:
+            boxes = [gold_box(raw, "xywh") for raw in meta.get("bbox", []) or []]
+            size = None
+            if "width" in meta and "height" in meta:
+                size = image_dimensions(meta["width"], meta["height"])
+            return boxes, size
+
+        found, error = checked(read, path=q["meta_path"], line=q.get("line"))
+        return (*found, None) if found else ([], None, error)
 
     def count(self) -> int:
         if self.layout == "jsonl":

@@ -11,11 +11,11 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import gold_box
+from visrl_bench.boxes import gold_box, image_dimensions
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, PATTERNS
 from visrl_bench.errors import DataError
 from visrl_bench.io import iter_jsonl, read_json
-from visrl_bench.task import BaseTask, ImageSource, Sample
+from visrl_bench.task import BaseTask, ImageSource, Sample, checked
 
 _ANSWER_RE = re.compile("|".join(re.escape(a) for a in sorted(ANSWERS, key=len, reverse=True)))
 
@@ -57,16 +57,17 @@ class ZoomWorld(BaseTask):
             ]
             if missing:
                 raise DataError(self.file, f"row lacks {', '.join(missing)}", line=lineno)
-            try:
-                gold, error = gold_box(row["bbox"], "xyxy"), None
-            except ValueError as exc:
-                gold, error = None, str(DataError(self.file, f"gold {exc}", line=lineno))
+            size, size_error = checked(
+                image_dimensions, row["width"], row["height"], path=self.file, line=lineno
+            )
+            gold, error = checked(gold_box, row["bbox"], "xyxy", path=self.file, line=lineno)
+            error = size_error or error
             yield Sample(
                 id=str(row["id"]),
                 question=row["question"],
                 answer=row["answer"],
                 category=row.get("category"),
-                image_size=(int(row["width"]), int(row["height"])),
+                image_size=size,
                 gold_boxes=[gold] if gold else [],
                 meta={"target": row.get("target")},
                 image=ImageSource(origin=str(self.file), path=self.data / row["image"], line=lineno),

@@ -11,7 +11,7 @@ import pytest
 from fixtures import hr_rows, make_refcoco_parquet, make_vstar_folders, png_bytes, write_hr_tsv, write_image
 from typer.testing import CliRunner
 
-from visrl_bench.boxes import parse_box
+from visrl_bench.boxes import BoxConvention, parse_box
 from visrl_bench.cli import app
 from visrl_bench.errors import DataError, VisrlError
 from visrl_bench.evaluate import EvalConfig, TaskSpec, aggregate_run, evaluate, read_records
@@ -168,7 +168,7 @@ def test_refcoco_parquet_gold_box_is_checked_with_its_row(tmp_path, bbox):
     samples = list(TASKS.build("refcoco", root, None).samples())
     bad = [s for s in samples if s.error]
     assert bad and all(s.meta["question_id"] == frame.at[1, "question_id"] for s in bad)
-    assert f"{path.name}" in bad[0].error and "row 2" in bad[0].error and "gold bbox" in bad[0].error
+    assert f"{path.name}" in bad[0].error and "(row 1)" in bad[0].error and "gold bbox" in bad[0].error
     assert all(not s.error and s.gold_boxes for s in samples if s not in bad)
 
 
@@ -252,6 +252,9 @@ def test_hr_bench_questions_with_the_same_text_stay_apart(tmp_path):
     samples = list(TASKS.build("hr_bench_4k", path, None).samples())
     groups = [s.meta["group"] for s in samples]
     assert groups[0] != groups[1] and groups[0] == groups[2] and groups[1] == groups[3]
+    for group in set(groups):  # one row per cycle in every question
+        cycles = [s.meta["cycle"] for s in samples if s.meta["group"] == group]
+        assert sorted(cycles) == ["cycle1", "cycle2"]
 
 
 @pytest.mark.parametrize(
@@ -304,6 +307,14 @@ def test_eval_refuses_numbers_out_of_range_before_loading_a_model(flags, message
             "option steps must",
         ),
         (["ablate", "--jobs", "0"], "'--jobs'"),
+        (
+            ["train", "--trainer", "visrl", "model=m", "out=o", "data=d", "dpo={beta: 0}"],
+            "visrl `dpo`: option beta",
+        ),
+        (
+            ["train", "--trainer", "visrl", "model=m", "out=o", "data=d", "generate={k: 0}"],
+            "`generate`: option k",
+        ),
         (["zoomworld", "generate", "--out", "o", "--seed", "-1"], "'--seed'"),
     ],
 )
@@ -311,7 +322,8 @@ def test_every_command_refuses_numbers_out_of_range(args, message, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.output, result.output
-    assert not (tmp_path / "o").exists()
+    written = sorted(p.name for p in (tmp_path / "o").iterdir()) if (tmp_path / "o").exists() else []
+    assert written in ([], ["train.log"])  # nothing started
 
 
 def test_a_zoomworld_config_with_numbers_out_of_range_is_refused(tmp_path):
@@ -379,3 +391,71 @@ def test_generate_over_good_and_bad_samples_records_the_bad_and_goes_on(tiny_che
     errors = {r["id"]: r["error"] for r in records if "error" in r}
     assert set(errors) == {*BAD, WIDE} and stats["errors"] == 4
     assert "model input rejected" in errors[WIDE] and "aspect ratio" in errors[WIDE]
+
+
+class _FailingAdapter:
+    """A model whose every call fails the same way: a bug or a broken model, never bad input."""
+
+    arch, path, box_convention = "failing", "failing", BoxConvention.NORM
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def input_size(self, image):
+        return None
+
+    def describe(self):
+        return {"arch": self.arch, "box_convention": "norm"}
+
+    def generate(self, requests, settings, batch_size=1):
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TypeError("'float' object cannot be interpreted as an integer"),
+        RuntimeError("CUDA error: device-side assert"),
+    ],
+)
+def test_a_failure_of_every_sample_is_raised_not_recorded(exc, tmp_path):
+    from visrl_bench.errors import SystematicFailure
+    from visrl_bench.evaluate import run_window
+    from visrl_bench.reasoning import DIRECT
+
+    data = make_vstar_folders(tmp_path / "vstar")
+    task = TASKS.build("vstar_bench", data, None)
+    window = list(enumerate(task.samples()))
+    cfg = EvalConfig(model="x", tasks=[], batch_size=2)
+    with pytest.raises(
+        SystematicFailure if isinstance(exc, TypeError) else RuntimeError,
+        match=r"all 4 samples of a batch failed|CUDA error",
+    ):
+        run_window(task, window, _FailingAdapter(exc), DIRECT, cfg)
+
+
+def test_a_long_blank_stretch_does_not_slow_the_letter_extractor():
+    import time
+
+    from visrl_bench.metrics.choice import extract_letter
+
+    for text in (
+        "answer" + " " * 90_000 + "x",
+        ("option" + " " * 3000) * 30,
+        "The answer is" + "\n" * 90_000 + "B",
+    ):
+        start = time.perf_counter()
+        extract_letter(text, ["red", "blue", "green", "white"])
+        assert (
+            time.perf_counter() - start < 1.0
+        )  # measured: 34 s for the first before whitespace was collapsed
+    assert extract_letter("The answer is\n\n  (B)", ["red", "blue"]).letter == "B"
+
+
+def test_whole_number_options_refuse_fractions():
+    from visrl_bench.evaluate import eval_config_from_dict
+
+    for key in ("batch_size", "limit", "max_new_tokens", "crop_min_side"):
+        with pytest.raises(VisrlError, match=f"option {key} takes a whole number, got 2.5"):
+            eval_config_from_dict({"model": "m", "tasks": [], key: 2.5})
+    assert eval_config_from_dict({"model": "m", "tasks": [], "temperature": 1}).generation.temperature == 1

@@ -369,3 +369,22 @@ def test_visrl_bench_lmms_eval_exits_non_zero_when_the_evaluation_fails(tmp_path
     assert run.returncode == 1, (run.stdout + run.stderr)[-4000:]
     assert last == "error: lmms-eval evaluation failed: KeyError: 'no_such_field'", last
     assert not list((tmp_path / "lmms_out").rglob("*results*.json"))
+
+
+@needs_lmms_eval
+@pytest.mark.parametrize(
+    ("gen_kwargs", "expected"),
+    [
+        ({"temperature": 0, "top_p": 0, "max_new_tokens": 8}, (0.0, 1.0, 8)),  # POPE's, among 16 tasks
+        ({"temperature": 0.7, "top_p": 0.9}, (0.7, 0.9, 16)),
+        ({"do_sample": False, "temperature": 0.7, "top_p": 0}, (0.0, 1.0, 16)),
+    ],
+)
+def test_lmms_eval_generation_kwargs_become_valid_settings(gen_kwargs, expected):
+    from visrl_bench.errors import VisrlError
+    from visrl_bench.lmms_eval_model import generation_from_gen_kwargs
+
+    settings, _ = generation_from_gen_kwargs(gen_kwargs, 16, 0)
+    assert (settings.temperature, settings.top_p, settings.max_new_tokens) == expected
+    with pytest.raises(VisrlError, match="option max_new_tokens must be at least 1"):
+        generation_from_gen_kwargs({"max_new_tokens": 0}, 16, 0)

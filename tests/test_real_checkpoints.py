@@ -210,16 +210,16 @@ def test_the_checkpoints_sampling_defaults_are_set_aside_and_recorded(real_adapt
     }
     assert real_adapters["llava"].describe()["checkpoint_sampling_ignored"] == {}
     for adapter in (qwen2, qwen25):
-        merged = adapter.model.generation_config  # what transformers fills unset knobs from
+        merged = adapter._run_generation_config  # what transformers fills unset knobs from, while generating
         assert merged.top_k is None and merged.repetition_penalty is None and merged.do_sample is None
         sampling = adapter._generation_config(GenerationSettings(temperature=0.7, num_return_sequences=4))
-        assert (sampling.do_sample, sampling.temperature, sampling.top_p, sampling.top_k) == (
-            True,
-            0.7,
-            1.0,
-            50,
-        )
+        knobs = (sampling.do_sample, sampling.temperature, sampling.top_p, sampling.top_k)
+        assert knobs == (True, 0.7, 1.0, 50)
+        greedy = adapter._generation_config(GenerationSettings())
+        assert greedy.do_sample is False and greedy.repetition_penalty is None
         assert merged.eos_token_id == [151645, 151643]  # token ids are kept
+        # the model keeps the checkpoint's own file: a model trained from it and saved ships it on
+        assert adapter.model.generation_config.do_sample is True
 
 
 # --- the whole visual-CoT path on the real files --------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
+from visrl_bench.boxes import crop_region, format_box, gold_box, iou, parse_box
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
 from visrl_bench.errors import Bounded, Bounds
 from visrl_bench.io import iter_jsonl, read_json
@@ -167,11 +167,11 @@ def ground_request(phrase: str, image) -> ChatRequest:
 def build_example(row: dict, image, convention, input_size, crop_min_side: int, prompt: str):
     if row["kind"] == "ground":
         return ground_request(row["phrase"], image), format_box(
-            Box(*row["bbox"]), convention, image.size, input_size(image)
+            gold_box(row["bbox"], "xyxy"), convention, image.size, input_size(image)
         )
     if row["kind"] == "direct":
         return ChatRequest(direct_messages(prompt), [image]), row["answer"]
-    focus = Box(*row["focus"])
+    focus = gold_box(row["focus"], "xyxy")
     text = format_box(focus, convention, image.size, input_size(image))
     region = crop_region(focus, image.size, crop_min_side)
     crop = image.crop(tuple(int(v) for v in region.as_list()))
@@ -373,7 +373,7 @@ def grounding_iou(checkpoint: Path, root: Path, rows: list[dict], batch_size: in
         image = request.images[0]
         parsed = parse_box(out[0], adapter.box_convention, image.size, adapter.input_size(image))
         failures += not parsed.ok
-        ious.append(iou(parsed.box, Box(*r["bbox"])) if parsed.ok else 0.0)
+        ious.append(iou(parsed.box, gold_box(r["bbox"], "xyxy")) if parsed.ok else 0.0)
     return {
         "n": len(rows),
         "mean_iou": round(sum(ious) / len(ious), 4),

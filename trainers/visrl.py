@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import Recipe, load_config
 
-from visrl_bench.errors import Bounded, Bounds
+from visrl_bench.errors import Bounded, Bounds, VisrlError
 
 STAGE_DONE = "config.json"  # a saved checkpoint is complete once its config is written (after the weights)
 
@@ -114,6 +114,13 @@ def run(cfg: VisRLConfig, data_provider: Callable[[Any], tuple[Path, dict]] | No
     from visrl_bench.datagen.pairs import GenerateConfig, generate
     from visrl_bench.registry import TASKS, TRAINERS
 
+    # every stage's overrides are checked now, not when the stage starts hours later
+    dpo_class = TRAINERS.load(cfg.trainer).config_class
+    for stage, config_class in (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", dpo_class)):
+        try:
+            load_config(config_class, None, None, **getattr(cfg, stage))
+        except VisrlError as exc:
+            raise VisrlError(f"visrl `{stage}`: {exc}") from None
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

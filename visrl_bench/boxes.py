@@ -82,15 +82,29 @@ def gold_box(values: object, layout: str = "xywh") -> Box:
     numbers and a positive width and height. A NaN or inverted gold box would otherwise reach the prompt
     and the focus IoU as if it were real; the ValueError says what is wrong, the caller adds where."""
     if not (isinstance(values, (list, tuple)) and len(values) == 4):
-        raise ValueError(f"bbox must be 4 numbers ({layout}), got {values!r}")
+        raise ValueError(f"gold bbox must be 4 numbers ({layout}), got {values!r}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"bbox must be 4 numbers ({layout}), got {values!r}")
+        raise ValueError(f"gold bbox must be 4 numbers ({layout}), got {values!r}")
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"bbox has a non-finite value: {list(values)!r}")
+        raise ValueError(f"gold bbox has a non-finite value: {list(values)!r}")
     box = Box.from_xywh(*values) if layout == "xywh" else Box(*(float(v) for v in values))
     if not (box.width > 0 and box.height > 0):
-        raise ValueError(f"bbox has no area (width {box.width:g}, height {box.height:g}): {list(values)!r}")
+        raise ValueError(
+            f"gold bbox has no area (width {box.width:g}, height {box.height:g}): {list(values)!r}"
+        )
     return box
+
+
+def image_dimensions(width: object, height: object) -> ImageSize:
+    """An image size as benchmark data states it, checked: two positive whole numbers (boxes are converted
+    with it, so a NaN or text width must not reach them)."""
+    try:
+        w, h = float(width), float(height)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"image size must be two numbers, got {width!r} x {height!r}") from None
+    if not (math.isfinite(w) and math.isfinite(h) and w >= 1 and h >= 1 and w == int(w) and h == int(h)):
+        raise ValueError(f"image size must be two positive whole numbers, got {width!r} x {height!r}")
+    return int(w), int(h)
 
 
 def _check_size(image_size: ImageSize) -> tuple[float, float]:

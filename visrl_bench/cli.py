@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from visrl_bench.errors import VisrlError
-from visrl_bench.io import read_yaml_mapping
+from visrl_bench.io import json_text, read_yaml_mapping
 
 app = typer.Typer(
     add_completion=False,
@@ -99,7 +98,7 @@ def score_command(
         _fail(str(exc))
 
     if as_json:
-        typer.echo(json.dumps(report.summary()))
+        typer.echo(json_text(report.summary()))
     else:
         _print_report(report)
     for path in written:
@@ -230,6 +229,8 @@ def _print_results(results: dict) -> None:
                 continue
             ci = metrics.get(f"{key}_ci95")
             typer.echo(f"  {key:<28} {value:8.2f}" + (f"  [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+        for example in metrics.get("error_examples", []):
+            typer.echo(f"  error: {example[:300]}")
 
 
 def _print_report(report) -> None:
@@ -414,7 +415,7 @@ def generate_command(
     except VisrlError as exc:
         _fail(str(exc))
     shown = {k: v for k, v in stats.items() if k not in ("config", "model")}
-    typer.echo(json.dumps(shown, indent=2))
+    typer.echo(json_text(shown, indent=2))
 
 
 @app.command("ablate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -113,11 +113,14 @@ class RunDirError(VisrlError):
 
 
 # --- the run directory -------------------------------------------------------------------------------------
-def _identity(cfg: EvalConfig, adapter: LMMAdapter) -> dict[str, Any]:
+def _identity(cfg: EvalConfig, adapter: LMMAdapter, tasks: list) -> dict[str, Any]:
     """What decides each sample's result; a run can only be resumed under the same identity. Batch size and
-    limit are left out: they change how much is done, not what."""
+    limit are left out: they change how much is done, not what. Task versions are in (a new version may
+    score or group samples differently), and so is what decoding set aside from the checkpoint."""
     described = adapter.describe()
     return {
+        "task_versions": {t.name: t.version for t in tasks},
+        "checkpoint_sampling_ignored": described.get("checkpoint_sampling_ignored", {}),
         "model": str(Path(cfg.model).resolve()),
         "arch": described["arch"],
         "box_convention": described["box_convention"],
@@ -211,17 +214,10 @@ def run_window(
 
     def rejected(item: tuple[int, Sample], exc: Exception) -> dict:
         position, sample = item
-        error = f"model input rejected{_image_origin(sample)}: {type(exc).__name__}: {exc}"
+        error = sample.input_rejected(exc)
         return {"task": task.name, "position": position, **task.score(sample, None, None), "error": error}
 
     return isolate_failures(window, lambda part: _run_window(task, part, adapter, mode, cfg), rejected)
-
-
-def _image_origin(sample: Sample) -> str:
-    if sample.image is None:
-        return ""
-    row = f", row {sample.image.row}" if sample.image.row is not None else ""
-    return f" (image of sample {sample.id} from {sample.image.origin}{row})"
 
 
 def _run_window(
@@ -236,10 +232,14 @@ def _run_window(
             if sample.error:
                 raise VisrlError(sample.error)
             image = sample.load_image()
+            size = adapter.input_size(image)  # Qwen's resize refuses an image past 200:1 here
         except VisrlError as exc:
             records[position] = {**task.score(sample, None, None), "error": str(exc)}
             continue
-        live.append((position, sample, image, adapter.input_size(image)))
+        except Exception as exc:
+            records[position] = {**task.score(sample, None, None), "error": sample.input_rejected(exc)}
+            continue
+        live.append((position, sample, image, size))
 
     focus: dict[int, dict] = {}
 
@@ -318,6 +318,7 @@ def _run_window(
 
 
 # --- aggregation -------------------------------------------------------------------------------------------
+RUN_COUNTS = {"errors", "missing_predictions", "error_examples"}  # what the run adds beside a task's metrics
 FOCUS_NOTES = {
     "focus_iou": "IoU of the focus box with the gold box, over the focus_n samples whose focus step ran "
     "(errored samples are not in it; they are counted in errors)",
@@ -359,19 +360,22 @@ def aggregate_run(tasks: list, records: list[dict], seed: int, limit: int | None
         metrics = task.aggregate(recs)
         n = metrics.pop("n", len(recs))
         run_metrics = focus_metrics(recs, seed)
-        clash = sorted(set(metrics) & set(run_metrics))
+        clash = sorted(set(metrics) & (set(run_metrics) | RUN_COUNTS))
         if clash:  # one key, two meanings: the run's value would silently replace the task's
             raise VisrlError(
                 f"task {task.name} reports metric(s) {', '.join(clash)}, which the focus step reports too; "
                 "rename the task's metric"
             )
         metrics.update(run_metrics)
+        errors = [r["error"] for r in recs if r.get("error")]
         results[task.name] = {
             **metrics,
             "n": n,
-            "errors": sum(1 for r in recs if r.get("error")),
+            "errors": len(errors),
             "missing_predictions": sum(1 for r in recs if r.get("prediction") is None),
         }
+        if errors:  # what went wrong, where a reader of results.json or the terminal sees it
+            results[task.name]["error_examples"] = list(dict.fromkeys(errors))[:3]
     return results
 
 
@@ -413,7 +417,7 @@ def evaluate(
             trust_remote_code=cfg.trust_remote_code,
         )
     out = Path(out_dir)
-    identity = _identity(cfg, adapter)
+    identity = _identity(cfg, adapter, tasks)
     done = prepare_run_dir(out, identity, resume, overwrite)
     done_keys = {(r["task"], r["id"]) for r in done}
     timing: dict[str, dict] = {}

@@ -101,8 +101,14 @@ def finite(obj: Any) -> Any:
 
 
 def json_line(obj: Any) -> str:
-    """One strict-JSON line (no NaN / Infinity, non-ASCII kept) for a JSONL record file."""
-    return json.dumps(finite(obj), ensure_ascii=False, allow_nan=False) + "\n"
+    """One strict-JSON line (no NaN / Infinity, non-ASCII kept) for a JSONL record file. Text that cannot
+    be UTF-8 (a lone surrogate from a dataset's JSON escapes) is written \\u-escaped, not a failed write."""
+    line = json.dumps(finite(obj), ensure_ascii=False, allow_nan=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(finite(obj), ensure_ascii=True, allow_nan=False)
+    return line + "\n"
 
 
 def json_text(obj: Any, **kwargs: Any) -> str:

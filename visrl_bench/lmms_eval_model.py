@@ -82,10 +82,13 @@ def generation_from_gen_kwargs(
     if kw.get("do_sample") is False:
         temperature = 0.0
     top_p = kw.pop("top_p", None)
+    # many lmms-eval tasks write `temperature: 0, top_p: 0` for greedy; top_p means nothing then
+    top_p = 1.0 if temperature <= 0 or top_p is None or float(top_p) == 0 else float(top_p)
+    max_new_tokens = kw.pop("max_new_tokens", None)
     settings = GenerationSettings(
-        max_new_tokens=int(kw.pop("max_new_tokens", None) or default_max_new_tokens),
+        max_new_tokens=int(default_max_new_tokens if max_new_tokens is None else max_new_tokens),
         temperature=temperature,
-        top_p=float(top_p) if top_p is not None else 1.0,
+        top_p=top_p,
         seed=seed,
     )
     unknown = sorted(set(kw) - _IGNORED_GEN_KWARGS)
@@ -145,7 +148,7 @@ class VisrlCoT(lmms):
             trust_remote_code=bool(trust_remote_code),
         )
         self.batch_size_per_gpu = int(batch_size)
-        self.max_new_tokens = int(max_new_tokens) if max_new_tokens else DEFAULT_MAX_NEW_TOKENS
+        self.max_new_tokens = int(max_new_tokens) if max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
         self.question_field = str(question_field)
         self.trace = Path(trace) if trace else None
         self.config = EvalConfig(

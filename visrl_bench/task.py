@@ -75,6 +75,17 @@ class ImageSource:
             raise DataError(self.origin, f"unreadable image: {exc}", line=self.line, row=self.row) from None
 
 
+def checked(
+    read: Callable[..., Any], *args: Any, path: str | Path, line: int | None = None, row: object = None
+):
+    """(read(*args), None), or (None, the error text naming file and line/row) when `read` finds one
+    sample's data bad (a ValueError): that sample becomes an error record; the others are still run."""
+    try:
+        return read(*args), None
+    except ValueError as exc:
+        return None, str(DataError(path, str(exc), line=line, row=row))
+
+
 @dataclass
 class Sample:
     id: str  # the benchmark's native id (TextVQA question_id, RefCOCO sent_id, HR-Bench index, ...)
@@ -94,6 +105,11 @@ class Sample:
         if self.image is None:
             raise DataError("<sample>", f"sample {self.id} has no image")
         return self.image.load()
+
+    def input_rejected(self, exc: Exception) -> str:
+        """The error record's text when a processor or model refuses this sample's input."""
+        where = f" (image of sample {self.id} from {self.image.where})" if self.image is not None else ""
+        return f"model input rejected{where}: {type(exc).__name__}: {exc}"
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
 from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
-from visrl_bench.io import json_line
+from visrl_bench.io import json_line, json_text
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import answer_step_messages, box_step_messages
 
@@ -241,10 +241,14 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
             if sample.error:
                 raise VisrlError(sample.error)
             image = sample.load_image()
+            size = adapter.input_size(image)  # Qwen's resize refuses an image past 200:1 here
         except VisrlError as exc:
             records[position] = {"position": position, "id": sample.id, "error": str(exc)}
             continue
-        live.append((position, sample, image, adapter.input_size(image)))
+        except Exception as exc:
+            records[position] = {"position": position, "id": sample.id, "error": sample.input_rejected(exc)}
+            continue
+        live.append((position, sample, image, size))
     box_settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.box_temperature,
@@ -486,8 +490,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
 
         def rejected(item, exc: Exception) -> dict:  # the processor or model refused this one's input
             position, sample = item
-            error = f"model input rejected: {type(exc).__name__}: {exc}"
-            return {"position": position, "id": sample.id, "error": error}
+            return {"position": position, "id": sample.id, "error": sample.input_rejected(exc)}
 
         def flush(window):
             first = window[0][0]
@@ -523,7 +526,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     stats["seconds_this_run"] = round(time.perf_counter() - started, 1)
     stats["model"] = adapter.describe()
     stats["config"] = asdict(cfg)
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    (out / STATS_FILE).write_text(json_text(stats, indent=2, sort_keys=True) + "\n")
     if stats.get("focus_signal") is False:
         print(
             f"\n!!! WARNING: chosen boxes are no closer to the gold box than rejected ones (mean IoU "
@@ -577,5 +580,5 @@ def apply_filter(src: str | Path, out: str | Path, cfg: GenerateConfig) -> dict:
     (out / CONFIG_FILE).write_text(
         json.dumps({**before, **{k: mine[k] for k in FILTER_FIELDS}}, indent=2, sort_keys=True) + "\n"
     )
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    (out / STATS_FILE).write_text(json_text(stats, indent=2, sort_keys=True) + "\n")
     return stats

@@ -9,7 +9,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from visrl_bench.boxes import SCAN_CHARS, scan_window
+from visrl_bench.boxes import scan_window
 
 LETTERS = string.ascii_uppercase
 
@@ -62,9 +62,10 @@ def extract_letter(response: object, options: Sequence[str]) -> LetterChoice:
     valid = LETTERS[: len(options)]
     if not valid:
         return LetterChoice(None, "none")
-    text = response.strip()
-    if len(text) > SCAN_CHARS:  # a runaway generation: read its head only, as the box parser does
-        text, _ = scan_window(text)
+    # whitespace runs collapsed (none of the patterns below tells a newline from spaces, and a long run of
+    # them made the "answer is" pattern backtrack quadratically), and only a bounded head of a runaway
+    # generation read, as the box parser does
+    text, _ = scan_window(response.strip())
     cls = f"[{valid}]"
 
     m = re.fullmatch(rf"\(?\s*({cls})\s*[).:\]]?", text)

@@ -26,7 +26,6 @@ from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.models.kv_cache import append_in_place_cache
 
 log = logging.getLogger(__name__)
-# decoding knobs a checkpoint's generation_config.json may set, which the run's settings replace
 # decoding knobs a checkpoint's generation_config.json may set, which the run's settings replace, with the
 # value that leaves decoding as it is
 CHECKPOINT_SAMPLING_KEYS = {
@@ -167,7 +166,7 @@ class HFAdapter:
             .to(self.device)
             .eval()
         )
-        self.checkpoint_sampling_ignored = self._set_aside_checkpoint_sampling()
+        self._run_generation_config, self.checkpoint_sampling_ignored = self._set_aside_checkpoint_sampling()
         self.processor = self.load_processor(root)
         self.tokenizer = self.processor.tokenizer
         # how generate_two_turns ran turn 2, per batch (a tokeniser that breaks the prefix refills)
@@ -209,26 +208,38 @@ class HFAdapter:
             request.messages, add_generation_prompt=True, tokenize=False
         )
 
-    def _set_aside_checkpoint_sampling(self) -> dict[str, Any]:
-        """Take the checkpoint's own decoding knobs out of its generation config, and return them.
+    def _set_aside_checkpoint_sampling(self) -> tuple[GenerationConfig, dict[str, Any]]:
+        """A copy of the checkpoint's generation config without its own decoding knobs, and those knobs.
 
         Real checkpoints ship them: Qwen2-VL-7B-Instruct do_sample=true, temperature 0.01, top_p 0.001 and
-        top_k 1; Qwen2.5-VL-7B-Instruct repetition_penalty 1.05. transformers merges every knob a call
-        leaves unset from that file, so "greedy" would carry a repetition penalty and sampling K answers
-        with top_k 1 would give K copies of one. The run's GenerationSettings are the whole decoding policy
-        (and are what results.json records); what the checkpoint asked for is kept in describe().
+        top_k 1; Qwen2.5-VL-7B-Instruct do_sample=true, temperature 1e-6 and repetition_penalty 1.05.
+        transformers merges every knob a call leaves unset from that file, so "greedy" would carry a
+        repetition penalty and sampling K answers with top_k 1 would give K copies of one. The run's
+        GenerationSettings are the whole decoding policy (and are what results.json records); what the
+        checkpoint asked for is kept in describe(). The model's own config is left as it is: a trained
+        model saved from this one keeps the base's file.
         """
-        config = self.model.generation_config
+        config = copy.deepcopy(self.model.generation_config)
         ignored = {}
         for key, neutral in CHECKPOINT_SAMPLING_KEYS.items():
             value = getattr(config, key, None)
             if value is not None and value != neutral:
                 ignored[key] = value
             setattr(config, key, None)
-        return ignored
+        return config, ignored
+
+    def _model_generate(self, **inputs):
+        """model.generate with the run's decoding only: transformers fills unset knobs from
+        model.generation_config, so the copy without the checkpoint's knobs stands in for the call."""
+        saved = self.model.generation_config
+        self.model.generation_config = self._run_generation_config
+        try:
+            return self.model.generate(**inputs)
+        finally:
+            self.model.generation_config = saved
 
     def _generation_config(self, settings: GenerationSettings) -> GenerationConfig:
-        config = GenerationConfig.from_dict(self.model.generation_config.to_dict())
+        config = GenerationConfig.from_dict(self._run_generation_config.to_dict())
         config.max_new_tokens = settings.max_new_tokens
         config.num_return_sequences = settings.num_return_sequences
         config.pad_token_id = self.tokenizer.pad_token_id
@@ -287,7 +298,7 @@ class HFAdapter:
         if k > 1:
             return self._generate_from_shared_prefill(inputs, config, k)
         cache = append_in_place_cache(self.model.config)
-        return self.model.generate(**inputs, cache=cache, generation_config=config)
+        return self._model_generate(**inputs, cache=cache, generation_config=config)
 
     _PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
@@ -319,7 +330,7 @@ class HFAdapter:
         }
         single = copy.deepcopy(config)
         single.num_return_sequences = 1
-        return self.model.generate(**rest, cache=cache, generation_config=single)
+        return self._model_generate(**rest, cache=cache, generation_config=single)
 
     # --- two turns, one cache (visual CoT) ---------------------------------------------------------------
     @torch.inference_mode()
@@ -352,7 +363,7 @@ class HFAdapter:
             if not first_settings.greedy:
                 torch.manual_seed(first_settings.seed + start)
             cache = append_in_place_cache(self.model.config)
-            out1 = self.model.generate(**inputs1, cache=cache, generation_config=config1)
+            out1 = self._model_generate(**inputs1, cache=cache, generation_config=config1)
             prompt1 = inputs1["input_ids"].shape[1]
             for i, outs in zip(chunk, self._decode(out1, prompt1, 1, len(chunk)), strict=True):
                 replies[i] = outs[0]
