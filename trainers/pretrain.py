@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import crop_region, format_box, gold_box, iou, parse_box
+from visrl_bench.boxes import format_box, gold_box, iou, parse_box
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
 from visrl_bench.errors import Bounded, Bounds
 from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
-from visrl_bench.reasoning import answer_step_messages, direct_messages
+from visrl_bench.reasoning import FocusStep, direct_messages
 
 # LLaVA-1.5's referring-expression prompt: a grounding phrasing the base model knows, unlike the question's
 GROUND_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: {phrase}."
@@ -172,10 +172,8 @@ def build_example(row: dict, image, convention, input_size, crop_min_side: int, 
     if row["kind"] == "direct":
         return ChatRequest(direct_messages(prompt), [image]), row["answer"]
     focus = gold_box(row["focus"], "xyxy")
-    text = format_box(focus, convention, image.size, input_size(image))
-    region = crop_region(focus, image.size, crop_min_side)
-    crop = image.crop(tuple(int(v) for v in region.as_list()))
-    return ChatRequest(answer_step_messages(row["question"], text, prompt), [image, crop]), row["answer"]
+    step = FocusStep.from_box(focus, image, convention, input_size(image), crop_min_side)
+    return step.request(row["question"], prompt, image), row["answer"]
 
 
 def collate(processor, requests: list[ChatRequest], answers: list[str], eos: str, prepare_image):

@@ -17,19 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench import __version__
-from visrl_bench.boxes import Box, ParsedBox, crop_region, format_box, iou, parse_box
+from visrl_bench.boxes import iou
 from visrl_bench.errors import Bounded, Bounds, DataError, VisrlError, isolate_failures
 from visrl_bench.io import json_line, json_text
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
-from visrl_bench.reasoning import (
-    Mode,
-    answer_step_messages,
-    box_step_messages,
-    center_box,
-    direct_messages,
-    random_box,
-)
+from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text
 from visrl_bench.registry import MODES, TASKS
 from visrl_bench.scoring import git_hash, package_versions
 from visrl_bench.task import Sample
@@ -198,14 +191,6 @@ def _windows(samples: Iterable[tuple[int, Sample]], size: int) -> Iterator[list[
         yield window
 
 
-def _focus_box(mode: Mode, sample: Sample, image_size, cfg: EvalConfig) -> Box | None:
-    if mode.box_source == "gold":
-        return sample.gold_boxes[0]
-    if mode.box_source == "random":
-        return random_box(sample.id, image_size, cfg.seed)
-    return center_box(image_size)
-
-
 def run_window(
     task, window: list[tuple[int, Sample]], adapter: LMMAdapter, mode: Mode, cfg: EvalConfig
 ) -> list[dict]:
@@ -243,33 +228,32 @@ def _run_window(
 
     focus: dict[int, dict] = {}
 
-    def focus_step(j: int, text: str, parsed: ParsedBox) -> ChatRequest:
+    def record_focus(j: int, step: FocusStep) -> ChatRequest:
         """Record sample j's box step; its answer turn: the image and the crop (or the image again)."""
         position, sample, image, _ = live[j]
-        region = crop_region(parsed.box, image.size, min_side) if parsed.box else None
         info = {
             "source": mode.box_source,
-            "text": text,
-            "box": parsed.box.as_list() if parsed.box else None,
-            "repairs": parsed.repairs,
-            "parse_error": parsed.reason,
-            "crop": region.as_list() if region and mode.crop else None,
+            "text": step.text,
+            "box": step.box.as_list() if step.box else None,
+            "repairs": step.parsed.repairs,
+            "parse_error": step.parsed.reason,
+            "crop": step.crop_box.as_list() if step.crop_box else None,
         }
         if sample.gold_boxes:
-            info["iou"] = max(iou(parsed.box, g) for g in sample.gold_boxes) if parsed.box else 0.0
+            info["iou"] = max(iou(step.box, g) for g in sample.gold_boxes) if step.box else 0.0
         focus[position] = info
-        second = image.crop(tuple(int(v) for v in info["crop"])) if info["crop"] else image
-        return ChatRequest(answer_step_messages(sample.question, text, task.prompt(sample)), [image, second])
+        return step.request(sample.question, task.prompt(sample), image)
 
     if not live:
         requests, outputs = [], []
-    elif mode.box_source == "model":
+    elif mode.model_writes_box:
         box_requests = [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live]
         requests = [None] * len(live)
 
         def model_box(j: int, text: str) -> ChatRequest:
             image, resized = live[j][2], live[j][3]
-            requests[j] = focus_step(j, text, parse_box(text, conv, image.size, resized))
+            step = FocusStep.from_text(text, image, conv, resized, min_side, crop=mode.crop)
+            requests[j] = record_focus(j, step)
             return requests[j]
 
         box_settings = replace(settings, num_return_sequences=1)
@@ -277,11 +261,15 @@ def _run_window(
             adapter, box_requests, model_box, box_settings, settings, cfg.batch_size
         )
     else:
-        if mode.two_turns:  # a control: we write the box text, but crop the exact box, not its rounded text
-            boxes = [_focus_box(mode, s, im.size, cfg) for _, s, im, _ in live]
+        if mode.two_turns:  # a control: we supply the box
             requests = [
-                focus_step(j, format_box(b, conv, im.size, rs), ParsedBox(b))
-                for j, (b, (_, _, im, rs)) in enumerate(zip(boxes, live, strict=True))
+                record_focus(
+                    j,
+                    FocusStep.from_box(
+                        mode.control_box(s, im.size, cfg.seed), im, conv, rs, min_side, crop=mode.crop
+                    ),
+                )
+                for j, (_, s, im, rs) in enumerate(live)
             ]
         else:
             requests = [ChatRequest(direct_messages(task.prompt(s)), [im]) for _, s, im, _ in live]
@@ -301,13 +289,11 @@ def _run_window(
             steps.append(
                 {
                     "step": "box",
-                    "prompt": request.messages[0]["content"][1]["text"],
+                    "prompt": turn_text(request.messages, 0),
                     "output": focus[position]["text"],
                 }
             )
-        steps.append(
-            {"step": "answer", "prompt": request.messages[-1]["content"][1]["text"], "output": outs[0]}
-        )
+        steps.append({"step": "answer", "prompt": turn_text(request.messages, -1), "output": outs[0]})
         rec["steps"] = steps
         if len(outs) > 1:
             rec["outputs"] = outs

@@ -106,7 +106,7 @@ MODELS.register(
     description="Qwen2.5-VL; boxes resized_pixel (pixels of its resized input)",
 )
 
-_R = "visrl_bench.reasoning"
+_R = "visrl_bench.reasoning.modes"
 for _name in ("direct", "cot", "gt_box", "random_box", "center_box", "box_no_crop"):
     MODES.register(_name, f"{_R}:{_name.upper()}")
 

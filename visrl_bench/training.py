@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.boxes import crop_region, format_box
 from visrl_bench.errors import DataError, VisrlError
-from visrl_bench.reasoning import answer_step_messages, box_step_messages
+from visrl_bench.reasoning import FocusStep, answer_step_messages, box_step_messages
 
 STEPS = ("box", "answer", "trajectory")
 
@@ -110,18 +109,17 @@ def sft_completions(task, sample, adapter, crop_min_side: int | None = None) -> 
     if not sample.gold_boxes:
         raise DataError(task.name, f"sample {sample.id} has no gold box: SFT needs box-annotated data")
     image = sample.load_image()
-    gold = sample.gold_boxes[0]
-    box_text = format_box(gold, adapter.box_convention, image.size, adapter.input_size(image))
-    region = crop_region(gold, image.size, crop_min_side or task.default_crop_min_side)
-    crop = image.crop(tuple(int(v) for v in region.as_list()))
-    prompt = task.prompt(sample)
+    step = FocusStep.from_box(
+        sample.gold_boxes[0],
+        image,
+        adapter.box_convention,
+        adapter.input_size(image),
+        crop_min_side or task.default_crop_min_side,
+    )
+    answer = step.request(sample.question, task.prompt(sample), image)
     return [
-        Completion(box_step_messages(sample.question), [image], box_text),
-        Completion(
-            answer_step_messages(sample.question, box_text, prompt),
-            [image, crop],
-            str(task.oracle_prediction(sample)),
-        ),
+        Completion(box_step_messages(sample.question), [image], step.text),
+        Completion(answer.messages, answer.images, str(task.oracle_prediction(sample))),
     ]
 
 

@@ -1,1 +1,1 @@
-"""Data generators: ZoomWorld now; the self-evolution (preference pair) generator later."""
+"""Data generators: ZoomWorld (`zoomworld`) and the self-evolution preference pairs (`pairs`)."""

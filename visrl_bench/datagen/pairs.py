@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box, crop_region, format_box, iou, parse_box
+from visrl_bench.boxes import Box, ParsedBox, format_box, iou, parse_box
 from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.io import json_line, json_text
 from visrl_bench.models import ChatRequest, GenerationSettings
-from visrl_bench.reasoning import answer_step_messages, box_step_messages
+from visrl_bench.reasoning import FocusStep, box_step_messages
 
 QUESTIONS_FILE = "questions.jsonl"
 PAIRS_FILE = "pairs.jsonl"
@@ -279,14 +279,10 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
                 c.gold_iou = max(iou(c.box, g) for g in sample.gold_boxes)
             elif sample.gold_boxes:
                 c.gold_iou = 0.0
-            region = crop_region(c.box, image.size, min_side) if c.box is not None else None
-            second = image.crop(tuple(int(v) for v in region.as_list())) if region else image
-            c.crop = second
-            answer_requests.append(
-                ChatRequest(
-                    answer_step_messages(sample.question, c.text, task.prompt(sample)), [image, second]
-                )
-            )
+            # the candidate's own box (a jittered one is not its text's rounding), as eval crops a control's
+            step = FocusStep.of(c.text, ParsedBox(c.box), image, min_side)
+            c.crop = step.second
+            answer_requests.append(step.request(sample.question, task.prompt(sample), image))
         per_question.append(cands)
     answer_settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,

@@ -1,1 +1,2 @@
-"""Metrics: VQA accuracy, option accuracy, box metrics, and the statistics around them."""
+"""Metrics: VQA accuracy (`vqa`), option letters and order (`choice`), and every confidence interval and
+paired test (`stats`). Box IoU and box parsing live in `visrl_bench.boxes`."""

@@ -7,35 +7,50 @@
 - controls, same two-turn dialogue with the box written in the model's convention by us instead of by the
   model: `gt_box` (the task's gold focus box), `random_box` (seeded per sample), `center_box` (the middle
   half), and `box_no_crop` (the model's own box, but the second image is the full image again).
+
+A mode is one `Mode` object (a control carries the function that supplies its box) plus one registry line;
+the focus step itself is `reasoning.focus.FocusStep`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from visrl_bench.boxes import Box, ImageSize
+from visrl_bench.reasoning.dialogue import ANSWER_INSTRUCTION, BOX_INSTRUCTION, PROMPT_VERSION
 
-PROMPT_VERSION = "1"
-BOX_INSTRUCTION = (
-    "Please provide the bounding box coordinate of the region that can help you answer the question better."
-)
-ANSWER_INSTRUCTION = "Please answer the question based on the original image and local detail image."
+if TYPE_CHECKING:
+    from visrl_bench.task import Sample
+
+# a control's box: (sample, image size, seed) -> the box we write into the dialogue
+ControlBox = Callable[["Sample", ImageSize, int], Box]
 
 
 @dataclass(frozen=True)
 class Mode:
     name: str
     description: str
-    box_source: str | None = None  # None: no box step; "model", "gold", "random" or "center"
+    box_source: str | None = None  # recorded per sample: None (no box step), "model", or the control's name
     crop: bool = True  # the second image is the crop of the box (False: the full image again)
+    control_box: ControlBox | None = None  # who writes the box: the model when None
 
     version = PROMPT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.box_source is not None and (self.box_source == "model") != (self.control_box is None):
+            raise ValueError(f"mode {self.name}: a control_box, or box_source 'model', not both or neither")
 
     @property
     def two_turns(self) -> bool:
         return self.box_source is not None
+
+    @property
+    def model_writes_box(self) -> bool:
+        return self.two_turns and self.control_box is None
 
     @property
     def prompt_sha256(self) -> str:
@@ -43,45 +58,6 @@ class Mode:
             f"{PROMPT_VERSION}\n{BOX_INSTRUCTION}\n{ANSWER_INSTRUCTION}" if self.two_turns else PROMPT_VERSION
         )
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-DIRECT = Mode("direct", "one turn: image + question")
-COT = Mode("cot", "visual CoT: the model's box -> crop -> answer from image + crop", "model")
-GT_BOX = Mode("gt_box", "control: the gold focus box -> crop -> answer", "gold")
-RANDOM_BOX = Mode("random_box", "control: a seeded random box -> crop -> answer", "random")
-CENTER_BOX = Mode(
-    "center_box", "control: the centre box [0.25, 0.25, 0.75, 0.75] -> crop -> answer", "center"
-)
-BOX_NO_CROP = Mode(
-    "box_no_crop",
-    "control: the model's box stays in the dialogue, second image uncropped",
-    "model",
-    crop=False,
-)
-
-
-def box_step_messages(question: str) -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": f"{question} {BOX_INSTRUCTION}"}],
-        }
-    ]
-
-
-def answer_step_messages(question: str, box_text: str, task_prompt: str) -> list[dict]:
-    return [
-        *box_step_messages(question),
-        {"role": "assistant", "content": [{"type": "text", "text": box_text}]},
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": f"{ANSWER_INSTRUCTION} {task_prompt}"}],
-        },
-    ]
-
-
-def direct_messages(task_prompt: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": task_prompt}]}]
 
 
 def random_box(sample_id: str, image_size: ImageSize, seed: int) -> Box:
@@ -97,3 +73,31 @@ def random_box(sample_id: str, image_size: ImageSize, seed: int) -> Box:
 def center_box(image_size: ImageSize) -> Box:
     w, h = image_size
     return Box(0.25 * w, 0.25 * h, 0.75 * w, 0.75 * h)
+
+
+DIRECT = Mode("direct", "one turn: image + question")
+COT = Mode("cot", "visual CoT: the model's box -> crop -> answer from image + crop", "model")
+GT_BOX = Mode(
+    "gt_box",
+    "control: the gold focus box -> crop -> answer",
+    "gold",
+    control_box=lambda sample, size, seed: sample.gold_boxes[0],
+)
+RANDOM_BOX = Mode(
+    "random_box",
+    "control: a seeded random box -> crop -> answer",
+    "random",
+    control_box=lambda sample, size, seed: random_box(sample.id, size, seed),
+)
+CENTER_BOX = Mode(
+    "center_box",
+    "control: the centre box [0.25, 0.25, 0.75, 0.75] -> crop -> answer",
+    "center",
+    control_box=lambda sample, size, seed: center_box(size),
+)
+BOX_NO_CROP = Mode(
+    "box_no_crop",
+    "control: the model's box stays in the dialogue, second image uncropped",
+    "model",
+    crop=False,
+)

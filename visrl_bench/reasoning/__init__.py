@@ -1,0 +1,43 @@
+"""Visual Chain-of-Thought: the dialogue (`dialogue`), the focus step (`focus`) and the modes (`modes`)."""
+
+from visrl_bench.reasoning.dialogue import (
+    ANSWER_INSTRUCTION,
+    BOX_INSTRUCTION,
+    PROMPT_VERSION,
+    answer_step_messages,
+    box_step_messages,
+    direct_messages,
+    turn_text,
+)
+from visrl_bench.reasoning.focus import FocusStep
+from visrl_bench.reasoning.modes import (
+    BOX_NO_CROP,
+    CENTER_BOX,
+    COT,
+    DIRECT,
+    GT_BOX,
+    RANDOM_BOX,
+    Mode,
+    center_box,
+    random_box,
+)
+
+__all__ = [
+    "ANSWER_INSTRUCTION",
+    "BOX_INSTRUCTION",
+    "BOX_NO_CROP",
+    "CENTER_BOX",
+    "COT",
+    "DIRECT",
+    "GT_BOX",
+    "PROMPT_VERSION",
+    "RANDOM_BOX",
+    "FocusStep",
+    "Mode",
+    "answer_step_messages",
+    "box_step_messages",
+    "center_box",
+    "direct_messages",
+    "random_box",
+    "turn_text",
+]
