@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 from visrl_bench.boxes import Box, format_box
 from visrl_bench.cli import app
 from visrl_bench.errors import DataError
-from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate, read_records, run_window
+from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate, run_window
 from visrl_bench.models import GenerationSettings
 from visrl_bench.reasoning import COT
 from visrl_bench.registry import MODES, TASKS
+from visrl_bench.rundir import read_records
 
 runner = CliRunner()
 GOLD_TASKS = ("vstar_bench", "refcoco", "refcoco+", "refcocog")

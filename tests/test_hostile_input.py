@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from visrl_bench.boxes import BoxConvention, parse_box
 from visrl_bench.cli import app
 from visrl_bench.errors import DataError, VisrlError
-from visrl_bench.evaluate import EvalConfig, TaskSpec, aggregate_run, evaluate, read_records
+from visrl_bench.evaluate import EvalConfig, TaskSpec, aggregate_run, evaluate
 from visrl_bench.models import GenerationSettings
 from visrl_bench.registry import TASKS
+from visrl_bench.rundir import read_records
 from visrl_bench.scoring import score_task
 
 runner = CliRunner()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from visrl_bench import leaderboard as lb
 from visrl_bench.cli import app
+from visrl_bench.metrics import stats
 from visrl_bench.metrics.stats import bootstrap_ci
 
 
@@ -57,13 +58,13 @@ def write_run(
     ],
 )
 def test_sign_flip_pvalue_exact(diffs, p):
-    assert lb.sign_flip_pvalue(np.array(diffs, dtype=float)) == pytest.approx(p)
+    assert stats.sign_flip_pvalue(np.array(diffs, dtype=float)) == pytest.approx(p)
 
 
 def test_sign_flip_pvalue_monte_carlo_is_never_zero():
-    p = lb.sign_flip_pvalue(np.ones(40), n_resamples=999)
+    p = stats.sign_flip_pvalue(np.ones(40), n_resamples=999)
     assert p == pytest.approx(1 / 1000)  # no random sign pattern of 40 reaches |mean| = 1 (chance 2^-39)
-    p_null = lb.sign_flip_pvalue(np.r_[np.ones(20), -np.ones(20)], n_resamples=999)
+    p_null = stats.sign_flip_pvalue(np.r_[np.ones(20), -np.ones(20)], n_resamples=999)
     assert p_null == 1.0
 
 
@@ -71,14 +72,14 @@ def test_bootstrap_ci_against_the_exact_bootstrap_distribution():
     # n = 2 scores {0, 1}: resample means are 0 (1/4), 0.5 (1/2), 1 (1/4), so the 95% interval is [0, 1]
     assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
     assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
-    mean, lo, hi = lb.mean_ci(np.array([0.0, 1.0]))
+    mean, lo, hi = stats.mean_ci(np.array([0.0, 1.0]))
     assert (mean, lo, hi) == (50.0, 0.0, 100.0)
 
 
 def test_paired_difference_by_hand():
     a = {"q0": 1.0, "q1": 0.0}
     b = {"q0": 0.0, "q1": 0.0, "q2": 1.0}  # q2 is not in both: left out, and n says so
-    diff, ci, p, n = lb.paired_difference(a, b)
+    diff, ci, p, n = stats.paired_difference(a, b)
     assert (diff, n) == (50.0, 2)
     assert ci == (0.0, 100.0)  # differences {1, 0}: the n = 2 case above
     assert p == 1.0  # |(+-1 +-0)/2| = 0.5 for all four sign patterns

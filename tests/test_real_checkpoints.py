@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from visrl_bench.boxes import Box, format_box, parse_box
-from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate, read_records
+from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
 from visrl_bench.models import ChatRequest, GenerationSettings, generate_two_turns, load_model
 from visrl_bench.reasoning import ANSWER_INSTRUCTION, BOX_INSTRUCTION, answer_step_messages, box_step_messages
+from visrl_bench.rundir import read_records
 
 REAL = Path(__file__).parent / "real_checkpoints"
 CHECKPOINTS = {

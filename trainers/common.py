@@ -220,7 +220,9 @@ def route_logs(trainer, out: Path) -> None:
 
 
 class CSVLog:
-    """A TrainerCallback writing every log event to DIR/log.csv (columns grow as new keys appear)."""
+    """A TrainerCallback writing every log event to DIR/log.csv (columns grow as new keys appear). A row
+    with the known columns is appended; only a new column (an eval metric's first appearance, say) rewrites
+    the file with the wider header, so a long run does not rewrite its whole log at every step."""
 
     def __new__(cls, path: Path):
         from transformers import TrainerCallback
@@ -229,16 +231,21 @@ class CSVLog:
             def __init__(self):
                 self.path = path
                 self.rows: list[dict] = []
+                self.keys: list[str] = []
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if not logs or not state.is_world_process_zero:
                     return
-                self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items()}})
-                keys: list[str] = []
-                for row in self.rows:
-                    keys += [k for k in row if k not in keys]
+                row = {"step": state.global_step, **{k: v for k, v in logs.items()}}
+                self.rows.append(row)
+                new = [k for k in row if k not in self.keys]
+                if self.keys and not new:
+                    with self.path.open("a", newline="") as f:
+                        csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+                    return
+                self.keys += new
                 with self.path.open("w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=keys)
+                    writer = csv.DictWriter(f, fieldnames=self.keys)
                     writer.writeheader()
                     writer.writerows(self.rows)
 

@@ -90,8 +90,8 @@ def evaluate_model(cfg: VisRLConfig, model: Path, out: Path, mode: str) -> dict:
 
 
 def _scores(run_dir: Path, key: str) -> list[float]:
-    from visrl_bench.evaluate import read_records
     from visrl_bench.leaderboard import sample_score
+    from visrl_bench.rundir import read_records
 
     records = sorted(read_records(run_dir / "samples.jsonl"), key=lambda r: r["position"])
     return [sample_score(r, key) or 0.0 for r in records]  # no box parsed: focus IoU 0

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from visrl_bench.errors import Bounded, Bounds, VisrlError
 from visrl_bench.io import write_text_atomic
+from visrl_bench.rundir import changed_keys, read_identity
 
 CELL_FILE = "cell.json"
 ERROR_FILE = "error.json"
@@ -497,8 +498,7 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
     identity = cfg.identity()
     config_file = out / CONFIG_FILE
     if config_file.is_file():
-        before = json.loads(config_file.read_text()).get("identity", {})
-        changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+        changed = changed_keys(read_identity(config_file), identity)
         if changed:
             raise VisrlError(
                 f"{out} holds a grid run with different settings ({', '.join(changed)}): its finished cells "
@@ -626,6 +626,7 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
     """The paper's claims, each judged by the paired CI of (full method - ablation) on the average column
     (or the single base), written out from the numbers; nothing here is tuned to agree."""
     from visrl_bench import leaderboard as lb
+    from visrl_bench.metrics.stats import paired_difference
 
     if REFERENCE_ROW not in cfg.rows:
         return ""
@@ -660,7 +661,7 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
         for col in [column]:
             a, b = at.get(("swapped_labels", col, metric)), at.get(("sft", col, metric))
             if a and b and a.scores and b.scores:
-                d, (lo, hi), p, _ = lb.paired_difference(a.scores, b.scores)
+                d, (lo, hi), p, _ = paired_difference(a.scores, b.scores)
                 ok = (
                     "as it must, it does not beat SFT"
                     if lo <= 0

@@ -9,7 +9,6 @@ benchmark's sample order, so a resumed run's results equal an uninterrupted run'
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -18,12 +17,13 @@ from typing import Any, ClassVar
 
 from visrl_bench import __version__
 from visrl_bench.boxes import iou
-from visrl_bench.errors import Bounded, Bounds, DataError, VisrlError, isolate_failures
-from visrl_bench.io import json_line, json_text
+from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
+from visrl_bench.io import json_text
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
 from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text
 from visrl_bench.registry import MODES, TASKS
+from visrl_bench.rundir import append_records, changed_keys, read_identity, read_records
 from visrl_bench.scoring import git_hash, package_versions
 from visrl_bench.task import Sample
 
@@ -127,33 +127,6 @@ def _identity(cfg: EvalConfig, adapter: LMMAdapter, tasks: list) -> dict[str, An
     }
 
 
-def _diff(a: dict, b: dict) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-
-
-def read_records(path: Path, repair: bool = False) -> list[dict]:
-    """Complete lines of samples.jsonl; with repair, a half-written last line (crash mid-write) is cut off."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        if not repair:
-            raise DataError(path, "last line is incomplete (interrupted run); rerun with --resume")
-        with path.open("r+b") as f:
-            f.truncate(end)
-        data = data[:end]
-    records = []
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"corrupt record: {exc.msg}", line=lineno) from None
-    return records
-
-
 def prepare_run_dir(out: Path, identity: dict, resume: bool, overwrite: bool) -> list[dict]:
     """Check the directory against this run; return the records already done (when resuming)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -162,9 +135,9 @@ def prepare_run_dir(out: Path, identity: dict, resume: bool, overwrite: bool) ->
         for name in (SAMPLES_FILE, RESULTS_FILE, RUN_FILE):
             (out / name).unlink(missing_ok=True)
     elif run_file.is_file() or samples.is_file():
-        previous = json.loads(run_file.read_text()).get("identity", {}) if run_file.is_file() else {}
+        previous = read_identity(run_file) or {}
         if previous != identity:
-            keys = ", ".join(_diff(previous, identity)) or "run.json missing"
+            keys = ", ".join(changed_keys(previous, identity)) or "run.json missing"
             raise RunDirError(
                 f"{out} holds a run with a different config (differs in: {keys}); choose another "
                 "--output or pass --overwrite to replace it"
@@ -417,10 +390,7 @@ def evaluate(
             bar = _progress(task, cfg.limit, sum(1 for k in done_keys if k[0] == task.name), progress)
             started, count = time.perf_counter(), 0
             for window in _windows(todo, max(cfg.batch_size, 1) * WINDOW_BATCHES):
-                for rec in run_window(task, window, adapter, mode, cfg):
-                    sink.write(json_line(rec))
-                sink.flush()
-                os.fsync(sink.fileno())
+                append_records(sink, run_window(task, window, adapter, mode, cfg))
                 count += len(window)
                 bar.update(len(window))
             bar.close()

@@ -25,15 +25,13 @@ from typing import Any
 import numpy as np
 
 from visrl_bench.errors import VisrlError
-from visrl_bench.metrics.stats import DEFAULT_SEED, bootstrap_ci
+from visrl_bench.metrics.stats import mean_ci, paired_difference
 
+FORMATS = ("csv", "md", "png")
 RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
 CELL_FILE = "cell.json"
 AVERAGE = "average"
-EXACT_PERMUTATION_MAX_N = 16
-PERMUTATIONS = 10_000
-FORMATS = ("csv", "md", "png")
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Run:
     @property
     def records(self) -> list[dict]:
         if self._records is None:
-            from visrl_bench.evaluate import read_records
+            from visrl_bench.rundir import read_records
 
             path = self.path / SAMPLES_FILE
             self._records = read_records(path) if path.is_file() else []
@@ -130,33 +128,6 @@ def _metrics_of(runs: list[Run]) -> list[tuple[str, str]]:
                 if (task, name) not in out:
                     out.append((task, name))
     return out
-
-
-# --- arithmetic --------------------------------------------------------------------------------------------
-def mean_ci(values: np.ndarray, seed: int = DEFAULT_SEED) -> tuple[float, float, float]:
-    """(mean, lo, hi) in percent of per-question scores in [0, 1]."""
-    lo, hi = bootstrap_ci(values, seed=seed)
-    return 100 * float(np.mean(values)), 100 * lo, 100 * hi
-
-
-def sign_flip_pvalue(diffs: np.ndarray, seed: int = DEFAULT_SEED, n_resamples: int = PERMUTATIONS) -> float:
-    """Two-sided p-value of "mean difference = 0" for paired differences: under the null each difference is
-    as likely to have either sign. Exact (all 2^n sign patterns) up to 16 questions, else Monte Carlo with
-    the (count + 1) / (resamples + 1) correction, so p is never 0."""
-    d = np.asarray(diffs, dtype=float)
-    n = d.size
-    if n == 0:
-        return float("nan")
-    observed = abs(d.mean())
-    tol = 1e-12 * max(1.0, observed)
-    if n <= EXACT_PERMUTATION_MAX_N:
-        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
-        means = np.abs((signs * d).mean(axis=1))
-        return float(np.mean(means >= observed - tol))
-    rng = np.random.default_rng(seed)
-    signs = rng.choice((-1.0, 1.0), size=(n_resamples, n))
-    count = int(np.sum(np.abs((signs * d).mean(axis=1)) >= observed - tol))
-    return (count + 1) / (n_resamples + 1)
 
 
 # --- the table ---------------------------------------------------------------------------------------------
@@ -276,18 +247,6 @@ def _averages(entries, task, metric, rows, columns, seed) -> list[Entry]:
             )
         )
     return out
-
-
-def paired_difference(
-    a: dict[str, float], b: dict[str, float], seed: int = 0
-) -> tuple[float, tuple, float, int]:
-    """(mean of a - b in percent, its 95% bootstrap CI, sign-flip p-value, n) over the questions both have."""
-    ids = sorted(set(a) & set(b))
-    if not ids:
-        raise VisrlError("paired difference over no common questions")
-    d = np.array([a[i] - b[i] for i in ids])
-    mean, lo, hi = mean_ci(d, seed)
-    return mean, (lo, hi), sign_flip_pvalue(d, seed), len(ids)
 
 
 def add_differences(entries: list[Entry], reference: str, seed: int = 0) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import sys
 import time
@@ -35,6 +34,8 @@ from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.io import json_line, json_text
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import FocusStep, box_step_messages
+from visrl_bench.rundir import append_records, changed_keys, read_identity, read_records
+from visrl_bench.seeding import seeded_random
 
 QUESTIONS_FILE = "questions.jsonl"
 PAIRS_FILE = "pairs.jsonl"
@@ -219,8 +220,7 @@ def answer_pair(chosen: Candidate, rejected: Candidate, cfg: GenerateConfig) -> 
 
 # --- the run ---------------------------------------------------------------------------------------------
 def _rng(seed: int, sample_id: str) -> random.Random:
-    digest = hashlib.sha256(f"perturb:{seed}:{sample_id}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return seeded_random("perturb", seed, sample_id)
 
 
 def _safe(name: str) -> str:
@@ -391,8 +391,6 @@ def _question_record(task, position, sample, image, cands: list[Candidate], cfg,
 
 
 def _read_done(path: Path) -> list[dict]:
-    from visrl_bench.evaluate import read_records
-
     return read_records(path, repair=True)
 
 
@@ -455,8 +453,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     if (out / CONFIG_FILE).is_file() and not overwrite:
         if not resume:
             raise VisrlError(f"{out} already holds generated data; pass --resume to continue or --overwrite")
-        before = json.loads((out / CONFIG_FILE).read_text())
-        changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+        changed = changed_keys(read_identity(out / CONFIG_FILE, key=None), identity)
         if changed:
             raise VisrlError(f"{out}: cannot resume with different settings ({', '.join(changed)})")
     elif overwrite and out.exists():
@@ -494,10 +491,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
             def run(part):
                 return _window(task, part, adapter, cfg, out, first)
 
-            for rec in isolate_failures(window, run, rejected):
-                sink.write(json_line(rec))
-            sink.flush()
-            os.fsync(sink.fileno())
+            append_records(sink, isolate_failures(window, run, rejected))
             bar.update(len(window))
 
         for position, sample in enumerate(task.samples()):

@@ -22,7 +22,6 @@ same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 
 from visrl_bench.boxes import Box, crop_region
 from visrl_bench.errors import Bounded, Bounds, VisrlError
+from visrl_bench.seeding import seeded_random
 
 VERSION = "1.1"  # 1.1: the ground split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
@@ -134,8 +134,7 @@ class Scene:
 
 
 def _rng(seed: int, *keys: object) -> random.Random:
-    digest = hashlib.sha256(":".join(map(str, (seed, *keys))).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return seeded_random(seed, *keys)
 
 
 def make_scene(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import random
 import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from visrl_bench.boxes import scan_window
+from visrl_bench.seeding import seeded_random
 
 LETTERS = string.ascii_uppercase
 
@@ -23,8 +22,7 @@ def option_order(sample_id: str, n_options: int, seed: int | None) -> list[int]:
     order = list(range(n_options))
     if seed is None:
         return order
-    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
-    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    seeded_random(seed, sample_id).shuffle(order)
     return order
 
 

@@ -15,13 +15,13 @@ the focus step itself is `reasoning.focus.FocusStep`.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from visrl_bench.boxes import Box, ImageSize
 from visrl_bench.reasoning.dialogue import ANSWER_INSTRUCTION, BOX_INSTRUCTION, PROMPT_VERSION
+from visrl_bench.seeding import seeded_random
 
 if TYPE_CHECKING:
     from visrl_bench.task import Sample
@@ -62,8 +62,7 @@ class Mode:
 
 def random_box(sample_id: str, image_size: ImageSize, seed: int) -> Box:
     """A box of 10-50% of each side at a uniform position, determined by (seed, sample id)."""
-    digest = hashlib.sha256(f"random_box:{seed}:{sample_id}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    rng = seeded_random("random_box", seed, sample_id)
     w, h = image_size
     bw, bh = rng.uniform(0.1, 0.5) * w, rng.uniform(0.1, 0.5) * h
     x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)

@@ -1,0 +1,68 @@
+"""The slow tier (`python -m pytest -m slow`): committed results regenerated from the README's commands.
+
+A committed table is true of the code only while the code still writes it; these rerun the commands and
+compare with what is committed, timings aside. They take minutes, so the default suite leaves them out.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "visrl_bench.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in ("timings", "seconds")}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+@pytest.mark.slow
+def test_the_zoomworld_baselines_regenerate_as_committed(tmp_path):
+    """`visrl-bench zoomworld baselines` on the committed bases (about 2 minutes on 2 cores)."""
+    out = tmp_path / "zoomworld_baselines.md"
+    result = _cli(
+        "zoomworld", "baselines", "--models", str(ROOT / "checkpoints" / "zoomworld"),
+        "--out", str(out), "--work", str(tmp_path / "work"), "--no-progress",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    committed = ROOT / "leaderboards" / "zoomworld_baselines"
+    assert _without_timings(json.loads(out.with_suffix(".json").read_text())) == _without_timings(
+        json.loads(committed.with_suffix(".json").read_text())
+    )
+    keep = [line for line in out.read_text().splitlines() if not line.startswith("Timings:")]
+    assert keep == [
+        line
+        for line in committed.with_suffix(".md").read_text().splitlines()
+        if not line.startswith("Timings:")
+    ]
+
+
+@pytest.mark.slow
+def test_the_quick_ablation_table_regenerates_as_committed(tmp_path):
+    """The main job, `visrl-bench ablate --preset quick` (about 8 minutes on 2 cores): the same CSV."""
+    result = _cli(
+        "ablate", "--config", str(ROOT / "configs" / "ablation_zoomworld.yaml"), "--preset", "quick",
+        "--jobs", "2", "--no-progress", f"out={tmp_path / 'out'}", f"data={tmp_path / 'data'}",
+        f"leaderboard={tmp_path / 'zoomworld_ablation'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = (tmp_path / "zoomworld_ablation.csv").read_text()
+    assert written == (ROOT / "leaderboards" / "zoomworld_ablation.csv").read_text()
