@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import Recipe, load_config
 
+from visrl_bench import markdown
 from visrl_bench.errors import Bounded, Bounds, VisrlError
 
 STAGE_DONE = "config.json"  # a saved checkpoint is complete once its config is written (after the weights)
@@ -277,10 +278,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"cot = the model's own box -> crop -> answer; gt_box = the gold box's crop (the answer step alone). "
         f"{m} and focus IoU in %, 95% bootstrap CIs; gains are paired (same questions) against SFT.",
         "",
-        f"| model | cot {m} | cot focus IoU | gt_box {m} | gain {m} vs SFT | gain IoU vs SFT | box pairs "
-        "| chosen / rejected gold IoU |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for row in summary["rows"]:
         pairs = row.get("pairs") or {}
         cr = (
@@ -288,14 +287,20 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             if row.get("gold_iou_chosen") is not None and row.get("gold_iou_rejected") is not None
             else "-"
         )
-        lines.append(
-            f"| {row['model']} | {_fmt(row.get(f'cot/{m}'), row.get(f'cot/{m}_ci95'))} "
-            f"| {_fmt(row.get('cot/focus_iou'), row.get('cot/focus_iou_ci95'))} "
-            f"| {_fmt(row.get(f'gt_box/{m}'), row.get(f'gt_box/{m}_ci95'))} "
-            f"| {_fmt(row.get(f'gain_vs_sft/{m}'), row.get(f'gain_vs_sft/{m}_ci95'))} "
-            f"| {_fmt(row.get('gain_vs_sft/focus_iou'), row.get('gain_vs_sft/focus_iou_ci95'))} "
-            f"| {pairs.get('box', '-')} | {cr} |"
+        rows.append(
+            [
+                row["model"],
+                _fmt(row.get(f"cot/{m}"), row.get(f"cot/{m}_ci95")),
+                _fmt(row.get("cot/focus_iou"), row.get("cot/focus_iou_ci95")),
+                _fmt(row.get(f"gt_box/{m}"), row.get(f"gt_box/{m}_ci95")),
+                _fmt(row.get(f"gain_vs_sft/{m}"), row.get(f"gain_vs_sft/{m}_ci95")),
+                _fmt(row.get("gain_vs_sft/focus_iou"), row.get("gain_vs_sft/focus_iou_ci95")),
+                str(pairs.get("box", "-")),
+                cr,
+            ]
         )
+    header = ["model", f"cot {m}", "cot focus IoU", f"gt_box {m}", f"gain {m} vs SFT", "gain IoU vs SFT"]
+    lines += markdown.table([*header, "box pairs", "chosen / rejected gold IoU"], rows)
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from visrl_bench import markdown
 from visrl_bench.errors import VisrlError
 from visrl_bench.metrics.stats import mean_ci, paired_difference
 
@@ -350,14 +351,15 @@ def to_markdown(
                 f"Difference to `{reference}` (row minus {reference}, paired over the same questions: "
                 "mean, 95% bootstrap CI, two-sided sign-flip p-value):",
                 "",
-                "| configuration | " + " | ".join(columns) + " |",
-                "|---|" + "---|" * len(columns),
+                *markdown.table(
+                    ["configuration", *columns],
+                    (
+                        [row, *(_diff_text(at.get((row, c))) for c in columns)]
+                        for row in rows
+                        if row != reference
+                    ),
+                ),
             ]
-            for row in rows:
-                if row != reference:
-                    lines.append(
-                        f"| {row} | " + " | ".join(_diff_text(at.get((row, c))) for c in columns) + " |"
-                    )
         lines.append("")
     if descriptions:
         lines += ["Configurations:", ""]
@@ -379,13 +381,11 @@ def metric_table(entries: list[Entry], link_root: Path | None = None) -> list[st
         "",
         f"n = {', '.join(map(str, ns)) or '?'} questions; seeds per cell: {', '.join(map(str, seeds))}.",
         "",
-        "| configuration | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        *markdown.table(
+            ["configuration", *columns],
+            ([row, *(_cell_text(at.get((row, c)), link_root) for c in columns)] for row in rows),
+        ),
     ]
-    for row in rows:
-        lines.append(
-            f"| {row} | " + " | ".join(_cell_text(at.get((row, c)), link_root) for c in columns) + " |"
-        )
     return lines
 
 

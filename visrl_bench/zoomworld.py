@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from visrl_bench import markdown
 from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig, generate
 
 ARCHS = ("llava", "qwen2_vl")
@@ -56,27 +57,25 @@ def baselines_markdown(table: dict[str, dict[str, dict]], meta: dict[str, Any]) 
         f"Accuracy (%) on the ZoomWorld `test` split (n = {meta['n']} questions, seed {meta['seed']}), "
         "with 95% bootstrap CIs. Chance is 25% (four tile patterns). Produced by `" + meta["command"] + "`.",
         "",
-        "| mode | " + " | ".join(archs) + " |",
-        "|---|" + "---|" * len(archs),
     ]
-    for mode in MODES:
-        lines.append(f"| {mode} | " + " | ".join(cell(table[a][mode]) for a in archs) + " |")
-    lines.append("| chance | " + " | ".join(f"{CHANCE:.1f}" for _ in archs) + " |")
+    rows = [[mode, *(cell(table[a][mode]) for a in archs)] for mode in MODES]
+    rows.append(["chance", *(f"{CHANCE:.1f}" for _ in archs)])
     grounding = meta.get("grounding") or {}
-    rows = (
+    measures = (
         ("mean IoU (held-out)", "mean_iou", 1, 3),
         ("IoU > 0.5 (%)", "iou_above_0.5", 100, 1),
         ("boxes that do not parse", "parse_failures", 1, 0),
     )
-    for label, key, scale, digits in rows if grounding else ():
+    for label, key, scale, digits in measures if grounding else ():
         values = [f"{scale * grounding[a][key]:.{digits}f}" if a in grounding else "-" for a in archs]
-        lines.append(f"| grounding: {label} | " + " | ".join(values) + " |")
-    lines += ["", "| check | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
+        rows.append([f"grounding: {label}", *values])
+    lines += markdown.table(["mode", *archs], rows)
     checks = check_baselines(table, grounding if grounding else None)
-    for name in next(iter(checks.values())):
-        lines.append(
-            f"| {name} | " + " | ".join("yes" if checks[a][name] else "**no**" for a in archs) + " |"
-        )
+    check_rows = [
+        [name, *("yes" if checks[a][name] else "**no**" for a in archs)]
+        for name in next(iter(checks.values()))
+    ]
+    lines += ["", *markdown.table(["check", *archs], check_rows)]
     if grounding:
         lines += [
             "",
