@@ -23,7 +23,6 @@ from visrl_bench.io import read_yaml_mapping
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
 # ["q_proj", ...] list would also hit LLaVA's CLIP layers
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-VISION_PREFIXES = ("vision_tower", "visual")
 WEIGHT_FILES = (
     "*.safetensors",
     "*.safetensors.index.json",
@@ -146,7 +145,7 @@ def load_policy(cfg: TrainConfig, path: str | None = None):
     model.train()
     if not cfg.train_vision:
         for name, param in model.named_parameters():
-            if any(f".{p}." in f".{name}" for p in VISION_PREFIXES):
+            if f".{adapter.vision_module}." in f".{name}":
                 param.requires_grad_(False)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model

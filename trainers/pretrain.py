@@ -200,8 +200,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     import torch
     from tqdm.auto import tqdm
 
-    from visrl_bench.models.hf import LlavaAdapter, Qwen2VLAdapter, mean_fill, pad_to_square, qwen_input_size
-    from visrl_bench.registry import TASKS
+    from visrl_bench.registry import MODELS, TASKS
 
     started = time.perf_counter()
     root = Path(cfg.data)
@@ -241,23 +240,10 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         model, processor = build_model(cfg.arch, spec, cfg.seed)
     if cfg.sincos_init:
         sincos_init(model, processor.tokenizer, cfg.arch, outputs_only=bool(cfg.init))
-    # the same image preparation and box geometry as the eval adapters
-    if cfg.arch == "llava":
-        convention, fill = LlavaAdapter.default_convention, mean_fill(processor.image_processor)
-
-        def prepare_image(im):
-            return pad_to_square(im, fill)
-
-        def input_size(im):
-            return None
-    else:
-        convention = Qwen2VLAdapter.default_convention
-
-        def prepare_image(im):
-            return im.convert("RGB")
-
-        def input_size(im):
-            return qwen_input_size(processor.image_processor, im.size)
+    # the eval adapter's own image preparation and box convention
+    adapter_class = MODELS.load(cfg.arch)
+    convention = adapter_class.default_convention
+    prepare_image, input_size = adapter_class.image_preparation(processor)
 
     eos = processor.tokenizer.eos_token
 

@@ -300,11 +300,12 @@ def zoomworld_pretrain(
 ) -> None:
     """Train a tiny base LMM on the pretrain split (perception), or with --grounding on the ground split too
     (loss log in OUT/loss.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
+    from visrl_bench.models.tiny import ARCHS
     from visrl_bench.trainers.common import load_config
     from visrl_bench.trainers.pretrain import GROUNDING_STAGE, PretrainConfig, train
 
-    if arch not in ("llava", "qwen2_vl", "qwen2_5_vl"):
-        _fail(f"unknown arch {arch!r}; one of llava, qwen2_vl, qwen2_5_vl")
+    if arch not in ARCHS:
+        _fail(f"unknown arch {arch!r}; one of {', '.join(ARCHS)}")
     try:
         named = {item.split("=", 1)[0].strip() for item in overrides or []}
         preset = {k: v for k, v in GROUNDING_STAGE.items() if grounding and k not in named}  # overrides win

@@ -136,6 +136,7 @@ class HFAdapter:
     arch: ClassVar[str] = ""
     default_convention: ClassVar[BoxConvention]
     model_class: ClassVar[str] = ""
+    vision_module: ClassVar[str] = ""  # the vision tower's module name (frozen unless train_vision)
 
     def __init__(
         self,
@@ -184,11 +185,17 @@ class HFAdapter:
             path, local_files_only=True, trust_remote_code=self.trust_remote_code
         )
 
+    @classmethod
+    def image_preparation(cls, processor) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        """(prepare_image, input_size) for this architecture's processor: the one definition eval, the
+        trainers and pretraining all use (what the model is shown, and the size `resized_pixel` refers to)."""
+        return (lambda image: image.convert("RGB")), (lambda image: None)
+
     def prepare_image(self, image):
-        return image.convert("RGB")
+        return self.image_preparation(self.processor)[0](image)
 
     def input_size(self, image) -> tuple[int, int] | None:
-        return None
+        return self.image_preparation(self.processor)[1](image)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -453,6 +460,7 @@ class LlavaAdapter(HFAdapter):
     arch = "llava"
     default_convention = BoxConvention.SQUARE_NORM
     model_class = "LlavaForConditionalGeneration"
+    vision_module = "vision_tower"
 
     def load_processor(self, path: Path):
         from transformers.models.clip import CLIPImageProcessorPil
@@ -463,7 +471,6 @@ class LlavaAdapter(HFAdapter):
         cfg_path = path / "processor_config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         mcfg = self.model.config
-        self.background = mean_fill(image_processor)
         return LlavaProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -475,22 +482,29 @@ class LlavaAdapter(HFAdapter):
             chat_template=read_chat_template(path, tokenizer),
         )
 
-    def prepare_image(self, image):
-        return pad_to_square(image, self.background)
+    @classmethod
+    def image_preparation(cls, processor):
+        fill = mean_fill(processor.image_processor)
+        return (lambda image: pad_to_square(image, fill)), (lambda image: None)
 
 
 class Qwen2VLAdapter(HFAdapter):
     arch = "qwen2_vl"
     default_convention = BoxConvention.NORM1000
     model_class = "Qwen2VLForConditionalGeneration"
+    vision_module = "visual"
 
     def load_processor(self, path: Path):
         tokenizer = self.load_tokenizer(path)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True)
         return ImageOnlyQwenProcessor(image_processor, tokenizer, read_chat_template(path, tokenizer))
 
-    def input_size(self, image) -> tuple[int, int]:
-        return qwen_input_size(self.processor.image_processor, image.size)
+    @classmethod
+    def image_preparation(cls, processor):
+        def input_size(image) -> tuple[int, int]:
+            return qwen_input_size(processor.image_processor, image.size)
+
+        return (lambda image: image.convert("RGB")), input_size
 
     def _positions(self, full: dict, inputs2) -> torch.Tensor:
         """M-RoPE positions of the whole two-turn sequence (both turns' images); the offsets for decoding
