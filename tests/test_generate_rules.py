@@ -7,7 +7,8 @@ import random
 import pytest
 
 from visrl_bench.boxes import Box, iou
-from visrl_bench.datagen.pairs import (
+from visrl_bench.datagen.pairs import summarize
+from visrl_bench.datagen.rules import (
     Candidate,
     GenerateConfig,
     answer_pair,
@@ -16,7 +17,6 @@ from visrl_bench.datagen.pairs import (
     keep_apart,
     keep_question,
     perturb_box,
-    summarize,
 )
 
 

@@ -62,8 +62,8 @@ def test_missing_predictions_count_as_wrong(task, tmp_path):
         assert all(not math.isnan(v) for v in report.metrics[f"{metric}_ci95"])
 
 
-# 10 MB runaway generations in shapes that made a pattern backtrack or rescan (each measured quadratic or
-# worse before the fix: "(1,2)" + spaces in the box parser, "(A" repeated in the letter extractor)
+# 10 MB runaway generations in hostile shapes; two were measured quadratic or worse before the fixes:
+# "(1,2)" + spaces in the box parser, "(A" repeated in the letter extractor
 HOSTILE = {
     "point-then-spaces": "(1,2)" + " " * 10_000_000 + "x",
     "open-letters": "(A" * 5_000_000,

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench import __version__
+from visrl_bench.aggregate import FOCUS_NOTES, aggregate_run
 from visrl_bench.boxes import iou
 from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.io import json_text
-from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
 from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text
 from visrl_bench.registry import MODES, TASKS
@@ -274,68 +274,6 @@ def _run_window(
             rec["focus"] = focus[position]
         records[position] = rec
     return [{"task": task.name, "position": p, **records[p]} for p, _ in window]
-
-
-# --- aggregation -------------------------------------------------------------------------------------------
-RUN_COUNTS = {"errors", "missing_predictions", "error_examples"}  # what the run adds beside a task's metrics
-FOCUS_NOTES = {
-    "focus_iou": "IoU of the focus box with the gold box, over the focus_n samples whose focus step ran "
-    "(errored samples are not in it; they are counted in errors)",
-    "focus_parse_failure_rate": "% of the model's focus boxes that did not parse (the crop was then the "
-    "full image)",
-}
-
-
-def focus_metrics(records: list[dict], seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    with_focus = [r for r in records if "focus" in r]
-    if not with_focus:
-        return out
-    model_boxes = [r for r in with_focus if r["focus"]["source"] == "model"]
-    if model_boxes:
-        fails = sum(1 for r in model_boxes if r["focus"]["box"] is None)
-        out["focus_parse_failure_rate"] = round(100 * fails / len(model_boxes), 6)
-    ious = [r["focus"]["iou"] for r in with_focus if "iou" in r["focus"]]
-    if ious:
-        value, ci = mean_ci_percent(ious, seed=seed)
-        add_metric(out, "focus_iou", value, ci)
-        value, ci = mean_ci_percent([float(v >= 0.5) for v in ious], seed=seed)
-        add_metric(out, "focus_acc@0.5", value, ci)
-        out["focus_n"] = len(ious)
-    return out
-
-
-def aggregate_run(tasks: list, records: list[dict], seed: int, limit: int | None = None) -> dict[str, dict]:
-    """Per-task metrics over the records, in benchmark order (and within --limit, when a run that went further
-    is re-read with a smaller one)."""
-    results = {}
-    for task in tasks:
-        recs = sorted(
-            (r for r in records if r["task"] == task.name and (limit is None or r["position"] < limit)),
-            key=lambda r: r["position"],
-        )
-        if not recs:
-            continue
-        metrics = task.aggregate(recs)
-        n = metrics.pop("n", len(recs))
-        run_metrics = focus_metrics(recs, seed)
-        clash = sorted(set(metrics) & (set(run_metrics) | RUN_COUNTS))
-        if clash:  # one key, two meanings: the run's value would silently replace the task's
-            raise VisrlError(
-                f"task {task.name} reports metric(s) {', '.join(clash)}, which the focus step reports too; "
-                "rename the task's metric"
-            )
-        metrics.update(run_metrics)
-        errors = [r["error"] for r in recs if r.get("error")]
-        results[task.name] = {
-            **metrics,
-            "n": n,
-            "errors": len(errors),
-            "missing_predictions": sum(1 for r in recs if r.get("prediction") is None),
-        }
-        if errors:  # what went wrong, where a reader of results.json or the terminal sees it
-            results[task.name]["error_examples"] = list(dict.fromkeys(errors))[:3]
-    return results
 
 
 # --- the run -----------------------------------------------------------------------------------------------

@@ -409,18 +409,3 @@ def apply_filter(src: str | Path, out: str | Path, cfg: GenerateConfig) -> dict:
     )
     (out / STATS_FILE).write_text(json_text(stats, indent=2, sort_keys=True) + "\n")
     return stats
-
-
-__all__ = [  # the rules are part of this module's interface too
-    "Candidate",
-    "GenerateConfig",
-    "answer_pair",
-    "apply_filter",
-    "choose_pairs",
-    "difficulty",
-    "generate",
-    "keep_apart",
-    "keep_question",
-    "perturb_box",
-    "summarize",
-]

@@ -23,24 +23,10 @@ from transformers.processing_utils import ProcessorMixin
 from visrl_bench.boxes import BoxConvention, as_convention
 from visrl_bench.errors import DataError
 from visrl_bench.models import ChatRequest, GenerationSettings
+from visrl_bench.models.decoding import generation_config, set_aside_checkpoint_sampling
 from visrl_bench.models.kv_cache import append_in_place_cache
 
 log = logging.getLogger(__name__)
-# decoding knobs a checkpoint's generation_config.json may set, which the run's settings replace, with the
-# value that leaves decoding as it is
-CHECKPOINT_SAMPLING_KEYS = {
-    "do_sample": False,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": None,
-    "min_p": None,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "num_beams": 1,
-    "length_penalty": 1.0,
-}
-TRANSFORMERS_DEFAULT_TOP_K = 50
 # our own progress bars cover whole runs; per-shard bars for loading a small model are noise
 transformers.utils.logging.disable_progress_bar()
 
@@ -167,8 +153,11 @@ class HFAdapter:
             .to(self.device)
             .eval()
         )
-        self._run_generation_config, self.checkpoint_sampling_ignored = self._set_aside_checkpoint_sampling()
+        self._run_generation_config, self.checkpoint_sampling_ignored = set_aside_checkpoint_sampling(
+            self.model.generation_config
+        )
         self.processor = self.load_processor(root)
+        self._prepare_image, self._input_size = self.image_preparation(self.processor)
         self.tokenizer = self.processor.tokenizer
         # how generate_two_turns ran turn 2, per batch (a tokeniser that breaks the prefix refills)
         self.turn_two_batches = {"from_turn_one_cache": 0, "refilled": 0}
@@ -192,10 +181,10 @@ class HFAdapter:
         return (lambda image: image.convert("RGB")), (lambda image: None)
 
     def prepare_image(self, image):
-        return self.image_preparation(self.processor)[0](image)
+        return self._prepare_image(image)
 
     def input_size(self, image) -> tuple[int, int] | None:
-        return self.image_preparation(self.processor)[1](image)
+        return self._input_size(image)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -215,26 +204,6 @@ class HFAdapter:
             request.messages, add_generation_prompt=True, tokenize=False
         )
 
-    def _set_aside_checkpoint_sampling(self) -> tuple[GenerationConfig, dict[str, Any]]:
-        """A copy of the checkpoint's generation config without its own decoding knobs, and those knobs.
-
-        Real checkpoints ship them: Qwen2-VL-7B-Instruct do_sample=true, temperature 0.01, top_p 0.001 and
-        top_k 1; Qwen2.5-VL-7B-Instruct do_sample=true, temperature 1e-6 and repetition_penalty 1.05.
-        transformers merges every knob a call leaves unset from that file, so "greedy" would carry a
-        repetition penalty and sampling K answers with top_k 1 would give K copies of one. The run's
-        GenerationSettings are the whole decoding policy (and are what results.json records); what the
-        checkpoint asked for is kept in describe(). The model's own config is left as it is: a trained
-        model saved from this one keeps the base's file.
-        """
-        config = copy.deepcopy(self.model.generation_config)
-        ignored = {}
-        for key, neutral in CHECKPOINT_SAMPLING_KEYS.items():
-            value = getattr(config, key, None)
-            if value is not None and value != neutral:
-                ignored[key] = value
-            setattr(config, key, None)
-        return config, ignored
-
     def _model_generate(self, **inputs):
         """model.generate with the run's decoding only: transformers fills unset knobs from
         model.generation_config, so the copy without the checkpoint's knobs stands in for the call."""
@@ -246,20 +215,7 @@ class HFAdapter:
             self.model.generation_config = saved
 
     def _generation_config(self, settings: GenerationSettings) -> GenerationConfig:
-        config = GenerationConfig.from_dict(self._run_generation_config.to_dict())
-        config.max_new_tokens = settings.max_new_tokens
-        config.num_return_sequences = settings.num_return_sequences
-        config.pad_token_id = self.tokenizer.pad_token_id
-        if settings.greedy:
-            config.do_sample = False
-            config.temperature = config.top_p = config.top_k = None
-        else:
-            config.do_sample = True
-            config.temperature = settings.temperature
-            config.top_p = settings.top_p
-            # top_k 0 is transformers' own default of 50 (what every committed run sampled with)
-            config.top_k = settings.top_k or TRANSFORMERS_DEFAULT_TOP_K
-        return config
+        return generation_config(self._run_generation_config, settings, self.tokenizer.pad_token_id)
 
     def _length_order(self, texts: Sequence[str], requests: Sequence[ChatRequest]) -> list[int]:
         # similar lengths share a batch, so little compute goes to padding
