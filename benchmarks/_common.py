@@ -60,7 +60,7 @@ def make_textvqa_square(root: Path, n: int, side: int = 224) -> Path:
 
 def textvqa_eval_config(ckpt: Path, data: Path, mode: str, batch_size: int, max_new_tokens: int):
     """`eval` of the TextVQA fixture, greedy, as the eval benchmarks run it."""
-    from visrl_bench.evaluate import EvalConfig, TaskSpec
+    from visrl_bench.eval.evaluate import EvalConfig, TaskSpec
     from visrl_bench.models import GenerationSettings
 
     return EvalConfig(

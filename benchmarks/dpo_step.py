@@ -35,7 +35,7 @@ def main() -> None:
     from fixtures import make_pairs, make_zoomworld
     from visrl_bench.trainers.common import load_config
 
-    from visrl_bench.registry import TRAINERS
+    from visrl_bench.core.registry import TRAINERS
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))
     ckpt = build_bench_checkpoint("llava", tmp / "llava")

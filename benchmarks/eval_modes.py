@@ -44,7 +44,7 @@ class RefilledTurns:
 
 
 def measure(arch: str, args: argparse.Namespace, data: Path, tmp: Path) -> dict:
-    from visrl_bench.evaluate import evaluate
+    from visrl_bench.eval.evaluate import evaluate
     from visrl_bench.models import load_model
 
     ckpt = build_bench_checkpoint(arch, tmp / arch)

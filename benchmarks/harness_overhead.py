@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("harness_overhead.json"))
     args = parser.parse_args()
 
-    from visrl_bench.evaluate import evaluate
+    from visrl_bench.eval.evaluate import evaluate
     from visrl_bench.models import load_model
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))

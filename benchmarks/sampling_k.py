@@ -39,9 +39,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("sampling_k.json"))
     args = parser.parse_args()
 
+    from visrl_bench.core.registry import TASKS
     from visrl_bench.models import ChatRequest, GenerationSettings, load_model
     from visrl_bench.reasoning import box_step_messages
-    from visrl_bench.registry import TASKS
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))
     data = make_textvqa_square(tmp / "textvqa", args.questions, side=320)

@@ -52,8 +52,8 @@ def main() -> None:
     except ImportError as exc:
         sys.exit(f"needs the lmms-eval extra and decord: {exc}")
 
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
-    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+    from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
+    from visrl_bench.lmms_eval.tasks import write_textvqa_task
     from visrl_bench.models import GenerationSettings, load_model
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))

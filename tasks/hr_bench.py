@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from visrl_bench.errors import DataError
+from visrl_bench.core.errors import DataError
 from visrl_bench.metrics.choice import LETTERS, format_options
 from visrl_bench.metrics.stats import add_metric, bootstrap_ci, mean_ci_percent
 from visrl_bench.task import BaseTask, ImageSource, Sample

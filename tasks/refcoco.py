@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import (
+from visrl_bench.core.boxes import (
     BoxConvention,
     as_convention,
     format_box,
@@ -28,7 +28,7 @@ from visrl_bench.boxes import (
     iou,
     parse_box,
 )
-from visrl_bench.errors import DataError
+from visrl_bench.core.errors import DataError
 from visrl_bench.task import BaseTask, ImageSource, Sample, checked
 
 DATASETS = {

@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import image_dimensions
-from visrl_bench.errors import DataError
-from visrl_bench.io import read_json
+from visrl_bench.core.boxes import image_dimensions
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.io import read_json
 from visrl_bench.metrics.vqa import vqa_accuracy
 from visrl_bench.task import BaseTask, ImageSource, Sample, as_bool
 

@@ -21,9 +21,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.boxes import Box, gold_box, image_dimensions
-from visrl_bench.errors import DataError
-from visrl_bench.io import iter_jsonl, read_json
+from visrl_bench.core.boxes import Box, gold_box, image_dimensions
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.metrics.choice import LETTERS, format_options, option_order, rotate
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 from visrl_bench.task import BaseTask, ImageSource, Sample, as_bool, checked

@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import gold_box, image_dimensions
+from visrl_bench.core.boxes import gold_box, image_dimensions
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, PATTERNS
-from visrl_bench.errors import DataError
-from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.task import BaseTask, ImageSource, Sample, checked
 
 _ANSWER_RE = re.compile("|".join(re.escape(a) for a in sorted(ANSWERS, key=len, reverse=True)))

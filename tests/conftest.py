@@ -34,7 +34,7 @@ def task_fixtures(tmp_path_factory):
     """task name -> (data path, options) for every registered task."""
     from fixtures import make_fixture
 
-    from visrl_bench.registry import TASKS
+    from visrl_bench.core.registry import TASKS
 
     root = tmp_path_factory.mktemp("taskdata")
     return {name: make_fixture(name, root / name.replace("+", "plus")) for name in TASKS.names()}

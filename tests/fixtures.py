@@ -304,7 +304,7 @@ def make_pairs(root: Path, zoomworld: Path, convention: str = "norm1000", n: int
     in the opposite corner (rejected), the gold answer against "none"."""
     from PIL import Image
 
-    from visrl_bench.boxes import Box, as_convention, crop_region, format_box
+    from visrl_bench.core.boxes import Box, as_convention, crop_region, format_box
 
     conv = as_convention(convention)
     (root / "images").mkdir(parents=True, exist_ok=True)

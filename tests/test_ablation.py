@@ -11,10 +11,10 @@ import pytest
 from test_generate import ScriptedModel
 from typer.testing import CliRunner
 
-from visrl_bench import ablation
-from visrl_bench.ablation import load_ablation_config, run_ablation
 from visrl_bench.cli import app
-from visrl_bench.errors import VisrlError
+from visrl_bench.core.errors import VisrlError
+from visrl_bench.experiments import ablation
+from visrl_bench.experiments.ablation import load_ablation_config, run_ablation
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:
@@ -154,8 +154,8 @@ def zoomworld(tmp_path_factory):
 
 
 def test_apply_filter_equals_generating_with_the_filter(zoomworld, tmp_path):
+    from visrl_bench.core.registry import TASKS
     from visrl_bench.datagen.pairs import GenerateConfig, apply_filter, generate
-    from visrl_bench.registry import TASKS
 
     task = TASKS.build("zoomworld", zoomworld, "rl")
     common = {

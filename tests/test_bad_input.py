@@ -6,9 +6,9 @@ import pickle
 import pytest
 from fixtures import hr_rows, make_refcoco, make_textvqa, make_vstar_folders, write_hr_tsv
 
-from visrl_bench.errors import DataError, UnknownNameError
-from visrl_bench.registry import TASKS
-from visrl_bench.scoring import load_predictions, score_task
+from visrl_bench.core.errors import DataError, UnknownNameError
+from visrl_bench.core.registry import TASKS
+from visrl_bench.eval.scoring import load_predictions, score_task
 
 
 def test_malformed_prediction_line(tmp_path):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as cocomask
 
-from visrl_bench.boxes import (
+from visrl_bench.core.boxes import (
     CONVENTIONS,
     Box,
     BoxConvention,
@@ -268,7 +268,7 @@ def test_parse_box_time_is_bounded_on_adversarial_repetitions(units, repeat):
 
 
 def test_parse_box_reads_a_bounded_head_and_says_so():
-    from visrl_bench.boxes import SCAN_CHARS
+    from visrl_bench.core.boxes import SCAN_CHARS
 
     parsed = parse_box("[10, 20, 30, 40]" + "z" * SCAN_CHARS, "pixel", (100, 100))
     assert parsed.box == Box(10, 20, 30, 40)

@@ -7,7 +7,7 @@ from fixtures import make_refcoco, make_textvqa
 from typer.testing import CliRunner
 
 from visrl_bench.cli import app
-from visrl_bench.registry import TASKS
+from visrl_bench.core.registry import TASKS
 
 runner = CliRunner()
 

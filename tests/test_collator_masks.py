@@ -7,7 +7,7 @@ from conftest import TINY_ARCHS
 from PIL import Image
 
 from visrl_bench.reasoning import answer_step_messages, box_step_messages
-from visrl_bench.training import Completion, StepPreferencePair, VisionBatcher
+from visrl_bench.train.collate import Completion, StepPreferencePair, VisionBatcher
 
 IMAGE, CROP = Image.new("RGB", (64, 48), (200, 30, 30)), Image.new("RGB", (32, 32), (30, 200, 30))
 Q, PROMPT = "What is the color of the square?", "Answer with one word."

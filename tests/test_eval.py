@@ -13,14 +13,14 @@ from conftest import TINY_ARCHS
 from fixtures import hr_rows, make_vstar_folders, write_hr_tsv
 from typer.testing import CliRunner
 
-from visrl_bench.boxes import Box, format_box
 from visrl_bench.cli import app
-from visrl_bench.errors import DataError
-from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate, run_window
+from visrl_bench.core.boxes import Box, format_box
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.registry import MODES, TASKS
+from visrl_bench.core.rundir import read_records
+from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate, run_window
 from visrl_bench.models import GenerationSettings
 from visrl_bench.reasoning import COT
-from visrl_bench.registry import MODES, TASKS
-from visrl_bench.rundir import read_records
 
 runner = CliRunner()
 GOLD_TASKS = ("vstar_bench", "refcoco", "refcoco+", "refcocog")
@@ -102,7 +102,7 @@ class ScriptedAdapter:
 def test_turn_one_box_is_converted_for_each_convention(convention, tmp_path):
     from fixtures import write_image
 
-    from visrl_bench.boxes import BoxConvention
+    from visrl_bench.core.boxes import BoxConvention
     from visrl_bench.task import ImageSource, Sample
 
     write_image(tmp_path / "wide.png", size=(200, 100))

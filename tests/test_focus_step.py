@@ -5,11 +5,11 @@ import pytest
 from conftest import TINY_ARCHS
 from PIL import ImageChops
 
-from visrl_bench.boxes import format_box
-from visrl_bench.evaluate import EvalConfig, run_window
+from visrl_bench.core.boxes import format_box
+from visrl_bench.core.registry import TASKS
+from visrl_bench.eval.evaluate import EvalConfig, run_window
 from visrl_bench.models import GenerationSettings
 from visrl_bench.reasoning import COT, GT_BOX, FocusStep
-from visrl_bench.registry import TASKS
 
 
 class Capture:
@@ -62,7 +62,7 @@ def _same(a, b):
 def test_a_supplied_box_gives_one_dialogue_in_eval_sft_and_pretraining(arch, tiny_adapters, zoomworld):
     from visrl_bench.trainers.pretrain import build_example
 
-    from visrl_bench.training import sft_completions
+    from visrl_bench.train.collate import sft_completions
 
     _, task, sample = zoomworld
     adapter = tiny_adapters[arch]

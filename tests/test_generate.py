@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from visrl_bench.boxes import Box, BoxConvention, format_box
+from visrl_bench.core.boxes import Box, BoxConvention, format_box
 
 
 class ScriptedModel:
@@ -69,8 +69,8 @@ def _cfg(zoomworld, out, **kw):
 
 
 def test_generate_writes_pairs_stats_and_crops(zoomworld, tmp_path):
+    from visrl_bench.core.registry import TASKS
     from visrl_bench.datagen.pairs import generate
-    from visrl_bench.registry import TASKS
 
     task = TASKS.build("zoomworld", zoomworld, "rl")
     stats = generate(_cfg(zoomworld, tmp_path / "gen"), adapter=ScriptedModel(task))
@@ -90,8 +90,8 @@ def test_generate_writes_pairs_stats_and_crops(zoomworld, tmp_path):
 
 
 def test_filter_off_and_diversity_off_are_ablations(zoomworld, tmp_path):
+    from visrl_bench.core.registry import TASKS
     from visrl_bench.datagen.pairs import generate
-    from visrl_bench.registry import TASKS
 
     task = TASKS.build("zoomworld", zoomworld, "rl")
     stats = generate(_cfg(zoomworld, tmp_path / "plain", diversity=False), adapter=ScriptedModel(task))
@@ -100,9 +100,9 @@ def test_filter_off_and_diversity_off_are_ablations(zoomworld, tmp_path):
 
 
 def test_resume_continues_and_matches_a_single_run(zoomworld, tmp_path):
+    from visrl_bench.core.errors import VisrlError
+    from visrl_bench.core.registry import TASKS
     from visrl_bench.datagen.pairs import generate
-    from visrl_bench.errors import VisrlError
-    from visrl_bench.registry import TASKS
 
     task = TASKS.build("zoomworld", zoomworld, "rl")
     generate(_cfg(zoomworld, tmp_path / "whole"), adapter=ScriptedModel(task))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from visrl_bench.boxes import Box, iou
+from visrl_bench.core.boxes import Box, iou
 from visrl_bench.datagen.pairs import summarize
 from visrl_bench.datagen.rules import (
     Candidate,

@@ -11,15 +11,15 @@ import pytest
 from fixtures import hr_rows, make_refcoco_parquet, make_vstar_folders, png_bytes, write_hr_tsv, write_image
 from typer.testing import CliRunner
 
-from visrl_bench.aggregate import aggregate_run
-from visrl_bench.boxes import BoxConvention, parse_box
 from visrl_bench.cli import app
-from visrl_bench.errors import DataError, VisrlError
-from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+from visrl_bench.core.boxes import BoxConvention, parse_box
+from visrl_bench.core.errors import DataError, VisrlError
+from visrl_bench.core.registry import TASKS
+from visrl_bench.core.rundir import read_records
+from visrl_bench.eval.aggregate import aggregate_run
+from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
+from visrl_bench.eval.scoring import score_task
 from visrl_bench.models import GenerationSettings
-from visrl_bench.registry import TASKS
-from visrl_bench.rundir import read_records
-from visrl_bench.scoring import score_task
 
 runner = CliRunner()
 
@@ -108,7 +108,7 @@ def test_an_eval_over_good_and_bad_samples_scores_the_good_and_counts_the_bad(
 
 def test_a_rejected_sample_does_not_take_its_batch_with_it(tiny_adapters, tmp_path):
     """The processor raises inside a batched call: only the sample it rejects becomes an error."""
-    from visrl_bench.evaluate import run_window
+    from visrl_bench.eval.evaluate import run_window
     from visrl_bench.reasoning import COT, DIRECT
     from visrl_bench.task import ImageSource, Sample
 
@@ -362,7 +362,7 @@ def test_the_inputs_of_every_box_conversion_are_in_samples_jsonl(tiny_checkpoint
 
 
 def test_a_record_line_is_strict_json_whatever_it_holds():
-    from visrl_bench.io import json_line
+    from visrl_bench.core.io import json_line
 
     line = json_line({"iou": float("nan"), "ci": [float("inf"), 1.0], "text": "é"})
     assert "NaN" not in line and "Infinity" not in line and "é" in line
@@ -421,8 +421,8 @@ class _FailingAdapter:
     ],
 )
 def test_a_failure_of_every_sample_is_raised_not_recorded(exc, tmp_path):
-    from visrl_bench.errors import SystematicFailure
-    from visrl_bench.evaluate import run_window
+    from visrl_bench.core.errors import SystematicFailure
+    from visrl_bench.eval.evaluate import run_window
     from visrl_bench.reasoning import DIRECT
 
     data = make_vstar_folders(tmp_path / "vstar")
@@ -453,7 +453,7 @@ def test_a_long_blank_stretch_does_not_slow_the_letter_extractor():
 
 
 def test_whole_number_options_refuse_fractions():
-    from visrl_bench.evaluate import eval_config_from_dict
+    from visrl_bench.eval.evaluate import eval_config_from_dict
 
     for key in ("batch_size", "limit", "max_new_tokens", "crop_min_side"):
         with pytest.raises(VisrlError, match=f"option {key} takes a whole number, got 2.5"):

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from visrl_bench import leaderboard as lb
 from visrl_bench.cli import app
 from visrl_bench.metrics import stats
 from visrl_bench.metrics.stats import bootstrap_ci
+from visrl_bench.report import leaderboard as lb
 
 
 def write_run(

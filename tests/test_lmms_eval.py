@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fixtures import make_textvqa
 
-from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
 from visrl_bench.models import GenerationSettings
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -96,7 +96,7 @@ def test_entry_point_registers_visrl_cot():
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="lmms_eval.models")}
-    assert names.get("visrl_cot") == "visrl_bench.lmms_eval_plugin:manifest"
+    assert names.get("visrl_cot") == "visrl_bench.lmms_eval.plugin:manifest"
     code = (
         "import visrl_bench, lmms_eval.models as m; "
         "print(m.get_model('visrl_cot').__name__, 'visrl_cot' in m.list_available_models())"
@@ -187,7 +187,7 @@ def test_the_lmms_eval_executable_runs_visrl_cot(tmp_path, tiny_checkpoints):
     usable, why = _plain_lmms_eval_cli_usable()
     if not usable:
         pytest.skip(why)
-    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+    from visrl_bench.lmms_eval.tasks import write_textvqa_task
 
     data = make_textvqa(tmp_path / "textvqa")
     task_dir = write_textvqa_task(data, tmp_path / "task", max_new_tokens=MAX_NEW_TOKENS)
@@ -216,9 +216,9 @@ def test_textvqa_scores_agree_with_lmms_eval_on_the_same_predictions(tmp_path):
     from lmms_eval.tasks import TaskManager
 
     import visrl_bench  # noqa: F401  (before lmms_eval: hides a broken torchvision)
-    from visrl_bench.lmms_eval_tasks import write_textvqa_task
-    from visrl_bench.registry import TASKS
-    from visrl_bench.scoring import score_task
+    from visrl_bench.core.registry import TASKS
+    from visrl_bench.eval.scoring import score_task
+    from visrl_bench.lmms_eval.tasks import write_textvqa_task
 
     rng = random.Random(7)
     rows, preds = [], []
@@ -349,7 +349,7 @@ def test_visrl_bench_lmms_eval_exits_non_zero_when_the_evaluation_fails(tmp_path
     """lmms-eval catches whatever its evaluation raises, logs it and exits 0; `visrl-bench lmms-eval` exits
     1 with one last line naming the error: for a checkpoint dir that does not exist (our plug-in's own
     error) and for a task whose code raises."""
-    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+    from visrl_bench.lmms_eval.tasks import write_textvqa_task
 
     data = make_textvqa(tmp_path / "textvqa")
     task_dir = write_textvqa_task(data, tmp_path / "task", max_new_tokens=4)
@@ -381,8 +381,8 @@ def test_visrl_bench_lmms_eval_exits_non_zero_when_the_evaluation_fails(tmp_path
     ],
 )
 def test_lmms_eval_generation_kwargs_become_valid_settings(gen_kwargs, expected):
-    from visrl_bench.errors import VisrlError
-    from visrl_bench.lmms_eval_model import generation_from_gen_kwargs
+    from visrl_bench.core.errors import VisrlError
+    from visrl_bench.lmms_eval.model import generation_from_gen_kwargs
 
     settings, _ = generation_from_gen_kwargs(gen_kwargs, 16, 0)
     assert (settings.temperature, settings.top_p, settings.max_new_tokens) == expected

@@ -14,7 +14,7 @@ def test_output_to_sends_each_channel_to_the_log_and_gives_the_terminal_back(tmp
         f"""
         import logging, os, warnings
         from pathlib import Path
-        from visrl_bench.logs import output_to
+        from visrl_bench.core.logs import output_to
         root = Path({str(tmp_path)!r})
         with output_to(root / "lane1.log", fds=True):
             from transformers.utils import logging as hf_logging  # first imported inside, as in a lane

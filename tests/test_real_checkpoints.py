@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visrl_bench.boxes import Box, format_box, parse_box
-from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+from visrl_bench.core.boxes import Box, format_box, parse_box
+from visrl_bench.core.rundir import read_records
+from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
 from visrl_bench.models import ChatRequest, GenerationSettings, generate_two_turns, load_model
 from visrl_bench.reasoning import ANSWER_INSTRUCTION, BOX_INSTRUCTION, answer_step_messages, box_step_messages
-from visrl_bench.rundir import read_records
 
 REAL = Path(__file__).parent / "real_checkpoints"
 CHECKPOINTS = {
@@ -59,10 +59,12 @@ def test_the_loader_reads_the_real_files_as_they_are(arch, real_dirs, real_adapt
     for name in VERBATIM:  # nothing we ship was rewritten on the way
         if (REAL / CHECKPOINTS[arch] / name).is_file():
             assert (real_dirs[arch] / name).read_bytes() == (REAL / CHECKPOINTS[arch] / name).read_bytes()
-    from visrl_bench.models.shrink import SHRUNK
+    from visrl_bench.models.tiny import adapter_class
 
     real, ours = _real(arch, "config.json"), json.loads((real_dirs[arch] / "config.json").read_text())
-    _same_except(real, ours, SHRUNK[arch])  # widths and depths only; layout, ids, rope as published
+    _same_except(
+        real, ours, adapter_class(arch).shrink_rule
+    )  # widths and depths only; layout, ids, rope as published
     assert (
         "text_config" not in ours if arch != "llava" else set(ours["text_config"]) > set(real["text_config"])
     )

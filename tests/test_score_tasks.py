@@ -14,9 +14,9 @@ from fixtures import (
     write_hr_tsv,
 )
 
+from visrl_bench.core.registry import TASKS
+from visrl_bench.eval.scoring import score_task
 from visrl_bench.metrics.choice import LETTERS
-from visrl_bench.registry import TASKS
-from visrl_bench.scoring import score_task
 
 
 def preds(path, rows):
@@ -190,7 +190,7 @@ def test_textvqa_by_hand(tmp_path):
 
 
 def test_textvqa_ocr_prompt_and_submission(tmp_path):
-    from visrl_bench.scoring import write_report
+    from visrl_bench.eval.scoring import write_report
 
     task = build("textvqa", make_textvqa(tmp_path / "t"), ocr=True)
     sample = next(task.samples())

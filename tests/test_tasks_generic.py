@@ -6,8 +6,8 @@ import math
 import pytest
 from fixtures import make_fixture
 
-from visrl_bench.registry import TASKS
-from visrl_bench.scoring import score_task
+from visrl_bench.core.registry import TASKS
+from visrl_bench.eval.scoring import score_task
 from visrl_bench.task import Task
 
 

@@ -73,7 +73,7 @@ def test_sft_lowers_loss_and_saves_an_eval_checkpoint(arch, tiny_checkpoints, zo
 def test_dpo_recipes_lower_their_loss(trainer, arch, tiny_checkpoints, pairs, tmp_path):
     from visrl_bench.trainers.common import load_config
 
-    from visrl_bench.registry import TRAINERS
+    from visrl_bench.core.registry import TRAINERS
 
     recipe = TRAINERS.load(trainer)
     out = tmp_path / trainer
@@ -198,7 +198,7 @@ def test_export_merges_a_lora_adapter(tiny_checkpoints, tmp_path):
     from visrl_bench.trainers.common import LM_LORA_TARGETS, export
 
     from visrl_bench.models import load_model
-    from visrl_bench.training import Completion, VisionBatcher
+    from visrl_bench.train.collate import Completion, VisionBatcher
 
     base = tiny_checkpoints["llava"]
     adapter = load_model(base)

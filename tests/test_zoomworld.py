@@ -11,8 +11,8 @@ import pytest
 from fixtures import _small_zoomworld, make_zoomworld
 from typer.testing import CliRunner
 
-from visrl_bench.boxes import Box, crop_region
 from visrl_bench.cli import app
+from visrl_bench.core.boxes import Box, crop_region
 from visrl_bench.datagen.zoomworld import (
     NONE,
     PATTERNS,
@@ -137,7 +137,7 @@ def test_tiles_are_unreadable_in_the_global_view_and_readable_in_a_crop(arch):
     import numpy as np
     from visrl_bench.trainers.pretrain import zoomworld_spec
 
-    from visrl_bench.models.hf import mean_fill, pad_to_square
+    from visrl_bench.models.hf.llava import mean_fill, pad_to_square
     from visrl_bench.models.tiny import build_model
 
     spec = zoomworld_spec(arch)
@@ -187,7 +187,7 @@ def test_seconds_scale_pretrain_lowers_the_loss(tmp_path):
     info = json.loads((out / "provenance.json").read_text())
     assert info["arch"] == "qwen2_vl" and info["final_loss"] < info["first_loss"]
     # the checkpoint loads and answers through eval like any other
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+    from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
     from visrl_bench.models import GenerationSettings
 
     cfg = EvalConfig(
@@ -280,7 +280,7 @@ def test_generate_cli_with_config(tmp_path):
 
 
 def test_baselines_table_and_checks():
-    from visrl_bench.zoomworld import baselines_markdown, check_baselines
+    from visrl_bench.experiments.zoomworld import baselines_markdown, check_baselines
 
     def m(acc):
         return {"accuracy": acc, "accuracy_ci95": [acc - 2, acc + 2]}
@@ -327,7 +327,7 @@ def test_baselines_table_and_checks():
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
 def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_path):
     """The committed checkpoints (leaderboards/zoomworld_baselines.md) still behave on fresh questions."""
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+    from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
     from visrl_bench.models import GenerationSettings, load_model
 
     checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "zoomworld" / arch

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from visrl_bench.errors import Bounded, Bounds, DataError, VisrlError
-from visrl_bench.io import read_yaml_mapping
+from visrl_bench.core.errors import Bounded, Bounds, DataError, VisrlError
+from visrl_bench.core.io import read_yaml_mapping
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
 # ["q_proj", ...] list would also hit LLaVA's CLIP layers
@@ -303,8 +303,8 @@ def export(adapter_dir: str | Path, base: str | Path, out: str | Path) -> Path:
     import transformers
     from peft import PeftModel
 
+    from visrl_bench.core.registry import MODELS
     from visrl_bench.models import read_arch
-    from visrl_bench.registry import MODELS
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():

@@ -4,7 +4,8 @@ A trajectory's log-probability is that of its box turn plus that of its answer g
 reply spans of one dialogue), so this is the ablation of step-DPO that does not tell the steps apart.
 
 `VisionDPOTrainer` is TRL's DPOTrainer with two changes, both about data, none about the loss:
-- batches come from our collator (`visrl_bench.training`): the same rendering and image preparation as eval;
+- batches come from our collator (`visrl_bench.train.collate`): the same rendering and image
+  preparation as eval;
 - the reference log-probs are computed once, before training, and carried as columns. TRL refuses
   `precompute_ref_log_probs` for vision data; recomputing them every step would double the cost
   and, with LoRA, tie the reference to the adapter-disabled model whatever the config says.
@@ -32,9 +33,9 @@ from visrl_bench.trainers.common import (
     write_summary,
 )
 
-from visrl_bench.errors import Bounds, DataError
-from visrl_bench.io import iter_jsonl
-from visrl_bench.training import ImageStore, StepPreferencePair, VisionBatcher, step_pair_from_row
+from visrl_bench.core.errors import Bounds, DataError
+from visrl_bench.core.io import iter_jsonl
+from visrl_bench.train.collate import ImageStore, StepPreferencePair, VisionBatcher, step_pair_from_row
 
 PAIRS_FILE = "pairs.jsonl"
 

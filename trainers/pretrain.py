@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import format_box, gold_box, iou, parse_box
+from visrl_bench.core.boxes import format_box, gold_box, iou, parse_box
+from visrl_bench.core.errors import Bounded, Bounds
+from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
-from visrl_bench.errors import Bounded, Bounds
-from visrl_bench.io import iter_jsonl, read_json
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
 from visrl_bench.reasoning import FocusStep, direct_messages
@@ -200,7 +200,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     import torch
     from tqdm.auto import tqdm
 
-    from visrl_bench.registry import MODELS, TASKS
+    from visrl_bench.core.registry import MODELS, TASKS
 
     started = time.perf_counter()
     root = Path(cfg.data)

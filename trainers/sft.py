@@ -25,8 +25,8 @@ from visrl_bench.trainers.common import (
     write_summary,
 )
 
-from visrl_bench.errors import Bounds
-from visrl_bench.training import Completion, VisionBatcher, sft_completions
+from visrl_bench.core.errors import Bounds
+from visrl_bench.train.collate import Completion, VisionBatcher, sft_completions
 
 
 @dataclass
@@ -47,7 +47,7 @@ class SFTConfig(TrainConfig):
 
 def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completion]]:
     """Dataset rows (ids only: Arrow cannot hold PIL images in chat messages) and the completions by id."""
-    from visrl_bench.registry import TASKS
+    from visrl_bench.core.registry import TASKS
 
     def annotated():
         for n, split in enumerate((cfg.split, *cfg.extra_splits)):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from visrl_bench.trainers.common import Recipe
 from visrl_bench.trainers.dpo import DPOTrainConfig, VisionDPOTrainer, run_dpo
 
-from visrl_bench.errors import Bounds
+from visrl_bench.core.errors import Bounds
 
 STEP_NAMES = ("box", "answer")
 STEP_PREFIXES = tuple(f"{s}/" for s in STEP_NAMES)

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import Recipe, load_config
 
-from visrl_bench import markdown
-from visrl_bench.errors import Bounded, Bounds, VisrlError
+from visrl_bench.core.errors import Bounded, Bounds, VisrlError
+from visrl_bench.report import markdown
 
 STAGE_DONE = "config.json"  # a saved checkpoint is complete once its config is written (after the weights)
 
@@ -72,7 +72,7 @@ def _done(path: Path) -> bool:
 
 
 def evaluate_model(cfg: VisRLConfig, model: Path, out: Path, mode: str) -> dict:
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+    from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
     from visrl_bench.models import GenerationSettings
 
     ecfg = EvalConfig(
@@ -91,8 +91,8 @@ def evaluate_model(cfg: VisRLConfig, model: Path, out: Path, mode: str) -> dict:
 
 
 def _scores(run_dir: Path, key: str) -> list[float]:
-    from visrl_bench.leaderboard import sample_score
-    from visrl_bench.rundir import read_records
+    from visrl_bench.core.rundir import read_records
+    from visrl_bench.report.leaderboard import sample_score
 
     records = sorted(read_records(run_dir / "samples.jsonl"), key=lambda r: r["position"])
     return [sample_score(r, key) or 0.0 for r in records]  # no box parsed: focus IoU 0
@@ -112,8 +112,8 @@ def run(cfg: VisRLConfig, data_provider: Callable[[Any], tuple[Path, dict]] | No
     from visrl_bench.trainers.sft import SFTConfig
     from visrl_bench.trainers.sft import train as train_sft
 
+    from visrl_bench.core.registry import TASKS, TRAINERS
     from visrl_bench.datagen.pairs import GenerateConfig, generate
-    from visrl_bench.registry import TASKS, TRAINERS
 
     # every stage's overrides are checked now, not when the stage starts hours later
     dpo_class = TRAINERS.load(cfg.trainer).config_class

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from visrl_bench.errors import VisrlError
-from visrl_bench.io import json_text, read_yaml_mapping
+from visrl_bench.core.errors import VisrlError
+from visrl_bench.core.io import json_text, read_yaml_mapping
 
 app = typer.Typer(
     add_completion=False,
@@ -42,7 +42,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 @app.command("list")
 def list_command() -> None:
     """Every registered task (and model, mode, trainer) with its version and description."""
-    from visrl_bench.registry import ALL
+    from visrl_bench.core.registry import ALL
 
     for kind, registry in ALL.items():
         names = registry.names()
@@ -84,8 +84,8 @@ def score_command(
     output: Annotated[Path | None, typer.Option(help="Write results.json and samples.jsonl here.")] = None,
 ) -> None:
     """Re-score stored predictions without a model."""
-    from visrl_bench.registry import TASKS
-    from visrl_bench.scoring import score_task, write_report
+    from visrl_bench.core.registry import TASKS
+    from visrl_bench.eval.scoring import score_task, write_report
 
     try:
         options = parse_overrides(option)
@@ -107,7 +107,7 @@ def score_command(
 
 def _task_specs(tasks: list[str], data: list[Path], splits: list[str] | None, options: dict[str, Any]):
     """Pair the i-th --task with the i-th --data (and --split); `-o task.key=value` targets one task."""
-    from visrl_bench.evaluate import TaskSpec
+    from visrl_bench.eval.evaluate import TaskSpec
 
     if len(tasks) != len(data):
         raise VisrlError(f"give one --data per --task ({len(tasks)} tasks, {len(data)} data paths)")
@@ -180,7 +180,7 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Evaluate a local LMM checkpoint on tasks, directly or with visual chain-of-thought."""
-    from visrl_bench.evaluate import eval_config_from_dict, evaluate
+    from visrl_bench.eval.evaluate import eval_config_from_dict, evaluate
 
     try:
         values = read_yaml_mapping(config) if config else {}
@@ -345,7 +345,7 @@ def zoomworld_baselines(
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Measure direct / gt_box / random_box / center_box on ZoomWorld's test split for both base LMMs."""
-    from visrl_bench.zoomworld import run_baselines
+    from visrl_bench.experiments.zoomworld import run_baselines
 
     command = "visrl-bench zoomworld baselines" + (" --from-scratch" if from_scratch else "")
     try:
@@ -375,8 +375,8 @@ def train_command(
 
     Example: visrl-bench train --trainer sft --config sft.yaml model=ckpt/base out=runs/sft lr=1e-4
     """
-    from visrl_bench.logs import output_to
-    from visrl_bench.registry import TRAINERS
+    from visrl_bench.core.logs import output_to
+    from visrl_bench.core.registry import TRAINERS
     from visrl_bench.trainers.common import load_config
 
     try:
@@ -435,7 +435,7 @@ def ablate_command(
 
     Example: visrl-bench ablate --config configs/ablation_zoomworld.yaml --preset quick --jobs 2
     """
-    from visrl_bench.ablation import load_ablation_config, run_ablation
+    from visrl_bench.experiments.ablation import load_ablation_config, run_ablation
 
     try:
         cfg = load_ablation_config(config, preset, list(ctx.args))
@@ -474,7 +474,7 @@ def leaderboard_command(
     seed: Annotated[int, typer.Option(min=0, help="Bootstrap / permutation seed.")] = 0,
 ) -> None:
     """Eval runs as one table: value, 95% bootstrap CI and n per cell; paired differences to --reference."""
-    from visrl_bench import leaderboard as lb
+    from visrl_bench.report import leaderboard as lb
 
     try:
         found = lb.find_runs(runs)
@@ -529,7 +529,7 @@ def lmms_eval_command(ctx: typer.Context) -> None:
         _fail(
             f'lmms-eval is not installed ({exc}); pip install -c requirements/lock-cpu.txt -e ".[lmms-eval]"'
         )
-    from visrl_bench.lmms_eval_cli import run
+    from visrl_bench.lmms_eval.cli import run
 
     try:
         status = run(list(ctx.args))
@@ -551,7 +551,7 @@ def lmms_eval_task_command(
     """Write an lmms-eval task over a local benchmark copy (a `datasets` folder + task YAML), offline."""
     if benchmark != "textvqa":
         _fail(f"lmms-eval-task converts textvqa only, not {benchmark!r}")
-    from visrl_bench.lmms_eval_tasks import write_textvqa_task
+    from visrl_bench.lmms_eval.tasks import write_textvqa_task
 
     try:
         path = write_textvqa_task(

@@ -2,8 +2,8 @@
 scoring and aggregation with confidence intervals.
 
 A task module in tasks/ defines one class that satisfies `Task` (most subclass `BaseTask` for the shared
-plumbing) and is registered in `visrl_bench.registry`. Tasks never parse boxes or options themselves: they
-call `visrl_bench.boxes` and `visrl_bench.metrics.choice`.
+plumbing) and is registered in `visrl_bench.core.registry`. Tasks never parse boxes or options themselves:
+they call `visrl_bench.core.boxes` and `visrl_bench.metrics.choice`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from visrl_bench.boxes import Box
-from visrl_bench.errors import DataError, locate
+from visrl_bench.core.boxes import Box
+from visrl_bench.core.errors import DataError, locate
 from visrl_bench.metrics.choice import extract_letter
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 

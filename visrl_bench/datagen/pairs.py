@@ -29,7 +29,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.boxes import ParsedBox, format_box, iou, parse_box
+from visrl_bench.core.boxes import ParsedBox, format_box, iou, parse_box
+from visrl_bench.core.errors import VisrlError, isolate_failures
+from visrl_bench.core.io import json_line, json_text
+from visrl_bench.core.rundir import append_records, changed_keys, read_identity, read_records
+from visrl_bench.core.seeding import seeded_random
 from visrl_bench.datagen.rules import (
     Candidate,
     GenerateConfig,
@@ -40,12 +44,8 @@ from visrl_bench.datagen.rules import (
     keep_question,
     perturb_box,
 )
-from visrl_bench.errors import VisrlError, isolate_failures
-from visrl_bench.io import json_line, json_text
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import FocusStep, box_step_messages
-from visrl_bench.rundir import append_records, changed_keys, read_identity, read_records
-from visrl_bench.seeding import seeded_random
 
 QUESTIONS_FILE = "questions.jsonl"
 PAIRS_FILE = "pairs.jsonl"
@@ -277,8 +277,8 @@ def summarize(records: list[dict], cfg: GenerateConfig) -> dict[str, Any]:
 def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite: bool = False) -> dict:
     from tqdm.auto import tqdm
 
+    from visrl_bench.core.registry import TASKS
     from visrl_bench.models import load_model
-    from visrl_bench.registry import TASKS
 
     if cfg.k < 2:
         raise VisrlError("k must be at least 2: a pair needs two trajectories")

@@ -8,8 +8,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box, iou
-from visrl_bench.errors import Bounded, Bounds
+from visrl_bench.core.boxes import Box, iou
+from visrl_bench.core.errors import Bounded, Bounds
 
 
 @dataclass

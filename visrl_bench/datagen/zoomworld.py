@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.boxes import Box, crop_region
-from visrl_bench.errors import Bounded, Bounds, VisrlError
-from visrl_bench.seeding import seeded_random
+from visrl_bench.core.boxes import Box, crop_region
+from visrl_bench.core.errors import Bounded, Bounds, VisrlError
+from visrl_bench.core.seeding import seeded_random
 
 VERSION = "1.1"  # 1.1: the ground split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)

@@ -7,8 +7,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from visrl_bench.boxes import scan_window
-from visrl_bench.seeding import seeded_random
+from visrl_bench.core.boxes import scan_window
+from visrl_bench.core.seeding import seeded_random
 
 LETTERS = string.ascii_uppercase
 

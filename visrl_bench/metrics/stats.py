@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from visrl_bench.errors import VisrlError
+from visrl_bench.core.errors import VisrlError
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0

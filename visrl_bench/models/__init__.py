@@ -2,7 +2,7 @@
 
 An adapter turns chat requests (messages with image placeholders + the images) into generated text, in
 batches, and declares the box convention its model writes. Heavy imports (torch, transformers) happen only
-inside `visrl_bench.models.hf`, when a model is loaded.
+inside `visrl_bench.models.hf` (one module per architecture), when a model is loaded.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from visrl_bench.boxes import BoxConvention
-from visrl_bench.errors import Bounded, Bounds, DataError
-
-# config.json `model_type` -> adapter name in the MODELS registry
-MODEL_TYPES = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+from visrl_bench.core.boxes import BoxConvention
+from visrl_bench.core.errors import Bounded, Bounds, DataError
 
 
 @dataclass
@@ -109,18 +106,21 @@ def read_arch(path: str | Path) -> str:
         model_type = json.loads(config.read_text()).get("model_type")
     except json.JSONDecodeError as exc:
         raise DataError(config, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
-    if model_type not in MODEL_TYPES:
+    from visrl_bench.core.registry import MODELS
+
+    # an adapter is registered under its checkpoints' config.json `model_type`
+    if model_type not in MODELS.names():
         raise DataError(
             config,
             f"unsupported architecture model_type={model_type!r}; supported: "
-            f"{', '.join(MODEL_TYPES)} (or pass --arch)",
+            f"{', '.join(MODELS.names())} (or pass --arch)",
         )
-    return MODEL_TYPES[model_type]
+    return model_type
 
 
 def load_model(path: str | Path, arch: str | None = None, **kwargs: Any) -> LMMAdapter:
     """Load a local checkpoint with the adapter for its architecture (`arch` overrides config.json)."""
-    from visrl_bench.registry import MODELS
+    from visrl_bench.core.registry import MODELS
 
     name = arch or read_arch(path)
     if not Path(path, "config.json").is_file():

@@ -4,8 +4,9 @@ A real checkpoint's config.json, generation_config.json, processor configs, toke
 template are kept as published (flat Qwen configs with `rope_scaling: {"type": "mrope"}`, LLaVA's partial
 `text_config`, the checkpoint's sampling defaults, ...); only the layer sizes and counts are made small, so
 special-token ids, image-token handling, rope settings and the processors' resize rules are the real ones.
-The tokenizer is a small byte-level BPE whose special tokens sit at the real ids. Nothing is downloaded:
-this is how the loader is tested against what real checkpoints ship, on a CPU.
+Each architecture's shrink rule (`shrink_rule`, width and depth only) lives on its adapter class in
+`visrl_bench.models.hf`. The tokenizer is a small byte-level BPE whose special tokens sit at the real ids.
+Nothing is downloaded: this is how the loader is tested against what real checkpoints ship, on a CPU.
 
     python -m visrl_bench.models.shrink --real tests/real_checkpoints/Qwen2-VL-7B-Instruct --out /tmp/q2
 """
@@ -16,10 +17,9 @@ import argparse
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
-from visrl_bench.errors import DataError
-from visrl_bench.io import read_json
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.io import read_json
 
 # Everything a checkpoint ships except weights and the full vocabulary: copied byte for byte.
 VERBATIM = (
@@ -33,51 +33,6 @@ VERBATIM = (
     "chat_template.jinja",
 )
 
-# Width and depth only. Qwen keeps its 128-wide attention heads: M-RoPE's mrope_section [16, 24, 24] is
-# written for head_dim 128, so the heads get fewer, not narrower. LLaVA keeps two vision layers because it
-# reads the features of the second-to-last one (vision_feature_layer -2).
-_QWEN_TEXT = {
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "max_window_layers": 2,
-    "num_attention_heads": 1,
-    "num_key_value_heads": 1,
-}
-SHRUNK: dict[str, dict[str, Any]] = {
-    "llava": {
-        "text_config": {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-        },
-        "vision_config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "projection_dim": 32,
-        },
-    },
-    "qwen2_vl": {
-        **_QWEN_TEXT,
-        "vision_config": {"depth": 2, "embed_dim": 32, "num_heads": 2, "hidden_size": 128},
-    },
-    "qwen2_5_vl": {
-        **_QWEN_TEXT,
-        "vision_config": {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 128,
-            "fullatt_block_indexes": [1],  # the real model's every-8th full-attention block, at depth 2
-        },
-    },
-}
-
 
 def _merge(base: dict, changes: dict) -> dict:
     out = dict(base)
@@ -88,10 +43,12 @@ def _merge(base: dict, changes: dict) -> dict:
 
 def shrink_config(config: dict) -> dict:
     """The real config.json with only widths and depths replaced (its layout and every other key kept)."""
+    from visrl_bench.models.tiny import ARCHS, adapter_class
+
     arch = config.get("model_type")
-    if arch not in SHRUNK:
-        raise ValueError(f"no shrink rule for model_type {arch!r}; one of {', '.join(SHRUNK)}")
-    return _merge(config, SHRUNK[arch])
+    if arch not in ARCHS:
+        raise ValueError(f"no shrink rule for model_type {arch!r}; one of {', '.join(ARCHS)}")
+    return _merge(config, adapter_class(arch).shrink_rule)
 
 
 def special_tokens(real: Path) -> dict[int, str]:

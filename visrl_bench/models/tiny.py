@@ -14,46 +14,16 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
+from visrl_bench.core.registry import MODELS
 
-LLAVA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ message['role'].upper() + ': ' }}"
-    # plain-string content too: lmms-eval's llava_hf sends "<image>\n{question}" as one string
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] if item['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
-    "{% for item in message['content'] if item['type'] == 'text' %}{{ item['text'] }}{% endfor %}"
-    "{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% else %}{{ ' ' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
+ARCHS = tuple(MODELS.names())  # every registered architecture has a tiny builder (its adapter's hook)
 
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
-LLAVA_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-QWEN_SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
+def adapter_class(arch: str):
+    """The registered adapter class of `arch`, which carries the arch's tiny-model hook."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown tiny arch {arch!r}; one of {', '.join(ARCHS)}")
+    return MODELS.load(arch)
 
 
 def _corpus() -> list[str]:
@@ -102,9 +72,12 @@ class TinySpec:
 
 
 def coordinate_tokens(arch: str) -> tuple[str, ...]:
-    """One token per coordinate value of the arch's box convention (square_norm 0.00-1.00 for LLaVA, the
-    0-1000 grid for Qwen2-VL): a box is four tokens, which a tiny model can learn."""
-    if arch == "llava":
+    """One token per coordinate value of the arch's box convention (0.00-1.00 for a normalised one such as
+    LLaVA's square_norm, 0-1000 otherwise: Qwen2-VL's grid, Qwen2.5-VL's pixels): a box is four tokens,
+    which a tiny model can learn."""
+    from visrl_bench.core.boxes import BoxConvention
+
+    if adapter_class(arch).default_convention in (BoxConvention.NORM, BoxConvention.SQUARE_NORM):
         return tuple(f"{i / 100:.2f}" for i in range(101))
     return tuple(str(i) for i in range(1001))
 
@@ -112,51 +85,27 @@ def coordinate_tokens(arch: str) -> tuple[str, ...]:
 def build_tokenizer(arch: str, spec: TinySpec | None = None):
     """A byte-level BPE (any text encodes, nothing is <unk>) with the architecture's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     spec = spec or TinySpec()
-    specials = LLAVA_SPECIALS if arch == "llava" else QWEN_SPECIALS
+    adapter = adapter_class(arch)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=spec.bpe_vocab,
-        special_tokens=specials,
+        special_tokens=list(adapter.tiny_specials),
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_corpus() + list(spec.corpus), trainer=trainer)
-    if arch == "llava":
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            unk_token="<unk>",
-            bos_token="<s>",
-            eos_token="</s>",
-            pad_token="<pad>",
-            extra_special_tokens={"image_token": "<image>"},
-            padding_side="left",
-            chat_template=LLAVA_CHAT_TEMPLATE,
-        )
-    else:
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            extra_special_tokens={
-                "image_token": "<|image_pad|>",
-                "video_token": "<|video_pad|>",
-                "vision_bos_token": "<|vision_start|>",
-                "vision_eos_token": "<|vision_end|>",
-            },
-            padding_side="left",
-            chat_template=QWEN_CHAT_TEMPLATE,
-        )
+    tokenizer = adapter.tiny_tokenizer(tok)
     if spec.extra_tokens:
         tokenizer.add_tokens(list(spec.extra_tokens))
     return tokenizer
 
 
-def _text_dims(tokenizer, spec: TinySpec) -> dict:
+def text_dims(tokenizer, spec: TinySpec) -> dict:
+    """The language model's sizes, the same keys for every architecture."""
     return dict(
         vocab_size=len(tokenizer),
         hidden_size=spec.text_hidden,
@@ -169,140 +118,15 @@ def _text_dims(tokenizer, spec: TinySpec) -> dict:
     )
 
 
-def build_llava(tokenizer, spec: TinySpec):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers.models.clip import CLIPImageProcessorPil
-    from transformers.models.llava import LlavaProcessor
-
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=2 * spec.vision_hidden,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-        projection_dim=spec.vision_hidden,
-    )
-    text = LlamaConfig(
-        **_text_dims(tokenizer, spec),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=(spec.image_size // spec.patch_size) ** 2,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    model = LlavaForConditionalGeneration(config)
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
-        do_center_crop=True,
-        resample=spec.resample,
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-    )
-    # the processor's token count must match the model's: CLS is dropped ("default") but counted here
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=spec.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
-    return model, processor
-
-
-def build_qwen(arch: str, tokenizer, spec: TinySpec):
-    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
-
-    from visrl_bench.models.hf import ImageOnlyQwenProcessor
-
-    patch, merge = spec.qwen_patch, 2
-    specials = {
-        name: tokenizer.convert_tokens_to_ids(tok)
-        for name, tok in (
-            ("image_token_id", "<|image_pad|>"),
-            ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        )
-    }
-    half = spec.text_hidden // spec.heads // 2  # mrope_section must sum to head_dim / 2
-    rope = {
-        "rope_type": "default",
-        "rope_theta": spec.rope_theta,
-        "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2],
-    }
-    text = dict(
-        **{**_text_dims(tokenizer, spec), "rope_parameters": rope},
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.pad_token_id,
-    )
-    if arch == "qwen2_vl":
-        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-        vision = dict(
-            depth=spec.vision_layers,
-            embed_dim=spec.vision_hidden,
-            hidden_size=spec.text_hidden,
-            num_heads=spec.heads,
-            mlp_ratio=2,
-            patch_size=patch,
-            spatial_merge_size=merge,
-            temporal_patch_size=2,
-        )
-        model = Qwen2VLForConditionalGeneration(
-            Qwen2VLConfig(text_config=text, vision_config=vision, **specials)
-        )
-    else:
-        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-        # window_size must be a multiple of patch x merge
-        vision = dict(
-            depth=spec.vision_layers + 1,
-            hidden_size=spec.vision_hidden,
-            intermediate_size=2 * spec.vision_hidden,
-            num_heads=spec.heads,
-            out_hidden_size=spec.text_hidden,
-            patch_size=patch,
-            spatial_merge_size=merge,
-            temporal_patch_size=2,
-            window_size=patch * merge * 2,
-            fullatt_block_indexes=[spec.vision_layers],
-        )
-        model = Qwen2_5_VLForConditionalGeneration(
-            Qwen2_5_VLConfig(text_config=text, vision_config=vision, **specials)
-        )
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=spec.min_pixels,
-        max_pixels=spec.max_pixels,
-        patch_size=patch,
-        merge_size=merge,
-        temporal_patch_size=2,
-        resample=spec.resample,
-    )
-    return model, ImageOnlyQwenProcessor(image_processor, tokenizer, QWEN_CHAT_TEMPLATE)
-
-
 def build_model(arch: str, spec: TinySpec | None = None, seed: int = 0):
     """(model, processor) of a random-init tiny `arch`, in memory."""
     import torch
 
-    import visrl_bench.models.hf  # noqa: F401  (quiets transformers' per-shard progress bars)
-
-    if arch not in ARCHS:
-        raise ValueError(f"unknown tiny arch {arch!r}; one of {', '.join(ARCHS)}")
+    adapter = adapter_class(arch)  # imports models.hf.base, which quiets per-shard progress bars
     spec = spec or TinySpec()
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(arch, spec)
-    model, processor = build_llava(tokenizer, spec) if arch == "llava" else build_qwen(arch, tokenizer, spec)
+    model, processor = adapter.build_tiny(tokenizer, spec)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, processor

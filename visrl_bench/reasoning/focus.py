@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from visrl_bench.boxes import Box, BoxConvention, ImageSize, ParsedBox, crop_region, format_box, parse_box
+from visrl_bench.core.boxes import (
+    Box,
+    BoxConvention,
+    ImageSize,
+    ParsedBox,
+    crop_region,
+    format_box,
+    parse_box,
+)
 from visrl_bench.models import ChatRequest
 from visrl_bench.reasoning.dialogue import answer_step_messages
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from visrl_bench.boxes import Box, ImageSize
+from visrl_bench.core.boxes import Box, ImageSize
+from visrl_bench.core.seeding import seeded_random
 from visrl_bench.reasoning.dialogue import ANSWER_INSTRUCTION, BOX_INSTRUCTION, PROMPT_VERSION
-from visrl_bench.seeding import seeded_random
 
 if TYPE_CHECKING:
     from visrl_bench.task import Sample

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visrl_bench import markdown
 from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig, generate
+from visrl_bench.report import markdown
 
 ARCHS = ("llava", "qwen2_vl")
 MODES = ("direct", "gt_box", "random_box", "center_box")
@@ -112,8 +112,8 @@ def run_baselines(
     progress: bool = True,
     command: str = "visrl-bench zoomworld baselines",
 ) -> dict[str, Any]:
-    from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
-    from visrl_bench.io import iter_jsonl
+    from visrl_bench.core.io import iter_jsonl
+    from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
     from visrl_bench.models import GenerationSettings
     from visrl_bench.trainers.pretrain import (
         GROUNDING_STAGE,

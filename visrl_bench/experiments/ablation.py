@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.errors import Bounded, Bounds, VisrlError
-from visrl_bench.io import write_text_atomic
-from visrl_bench.rundir import changed_keys, read_identity
+from visrl_bench.core.errors import Bounded, Bounds, VisrlError
+from visrl_bench.core.io import write_text_atomic
+from visrl_bench.core.rundir import changed_keys, read_identity
 
 CELL_FILE = "cell.json"
 ERROR_FILE = "error.json"
@@ -174,8 +174,8 @@ def load_ablation_config(
 ) -> AblationConfig:
     """Defaults < preset < YAML file < key=value overrides (`sft.lr=1e-4` reaches into a stage). Every key,
     the stages' included, is checked here: a typo must fail before the first cell, not an hour in."""
+    from visrl_bench.core.io import read_yaml_mapping
     from visrl_bench.datagen.pairs import GenerateConfig
-    from visrl_bench.io import read_yaml_mapping
     from visrl_bench.trainers.common import load_config
     from visrl_bench.trainers.sft import SFTConfig
     from visrl_bench.trainers.step_dpo import StepDPOConfig
@@ -377,7 +377,7 @@ class Lane:
         return final_model(vcfg), stats
 
     def evaluate(self, model: Path, out: Path, mode: str) -> dict:
-        from visrl_bench.evaluate import EvalConfig, TaskSpec, evaluate
+        from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
         from visrl_bench.models import GenerationSettings
 
         cfg = self.cfg
@@ -410,7 +410,7 @@ def run_lane(
     """Every cell of one (base, seed) lane, in order; a failing cell writes error.json and the lane goes on.
     What its stages print (trainer logs, library warnings) goes to OUT/logs/<base>-seed<s>.log. A top-level
     function so that a worker process can run it; a worker also sends its file descriptors there."""
-    from visrl_bench.logs import output_to
+    from visrl_bench.core.logs import output_to
 
     if threads:
         import torch
@@ -459,7 +459,7 @@ def _stamp(cell: Path) -> tuple[int | None, int | None]:
 
 def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | None:
     """The line the terminal shows for a finished or failed cell; None while it is neither."""
-    from visrl_bench.registry import TASKS
+    from visrl_bench.core.registry import TASKS
 
     cell = cfg.cell_dir(row.name, base, seed)
     name = f"{row.name} / {base} / seed{seed}"
@@ -573,8 +573,8 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
 # --- the committed table -----------------------------------------------------------------------------------
 def write_leaderboard(cfg: AblationConfig) -> tuple[list[Path], str]:
     """OUT.csv / .md / .png of the grid; also the headline tables as plain Markdown for the terminal."""
-    from visrl_bench import leaderboard as lb
-    from visrl_bench.registry import TASKS
+    from visrl_bench.core.registry import TASKS
+    from visrl_bench.report import leaderboard as lb
 
     runs = [lb.load_run(cfg.cell_dir(r.name, b, s).resolve()) for r, b, s in cfg.cells()]
     metric = TASKS.load(cfg.task).headline_metrics[0]
@@ -625,8 +625,8 @@ def verdict(lo: float, hi: float) -> str:
 def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
     """The paper's claims, each judged by the paired CI of (full method - ablation) on the average column
     (or the single base), written out from the numbers; nothing here is tuned to agree."""
-    from visrl_bench import leaderboard as lb
     from visrl_bench.metrics.stats import paired_difference
+    from visrl_bench.report import leaderboard as lb
 
     if REFERENCE_ROW not in cfg.rows:
         return ""

@@ -1,8 +1,12 @@
-"""transformers-backed adapters for LLaVA-1.5 (llava-hf format), Qwen2-VL and Qwen2.5-VL.
+"""What every transformers-backed adapter shares: loading a local checkpoint, batched generation, K samples
+from one prefill, and the visual-CoT second turn continued from the first turn's KV cache.
 
-Processors are assembled here from their parts (PIL image processor + tokenizer + chat template) rather than
-through AutoProcessor: AutoProcessor needs torchvision for Qwen's video processor, and PyPI's torchvision is
-a CUDA build that breaks on CPU torch. The PIL image processors give the same numbers on every machine.
+An architecture is one module beside this one (llava.py, qwen2_vl.py, qwen2_5_vl.py): its adapter class
+(model class, processor, image preparation, box convention, the KV-cache details of its image inputs), the
+hook that builds its tiny random-init model, and the rule that shrinks its real config. Processors are
+assembled from their parts (PIL image processor + tokenizer + chat template) rather than through
+AutoProcessor: AutoProcessor needs torchvision for Qwen's video processor, and PyPI's torchvision is a CUDA
+build that breaks on CPU torch. The PIL image processors give the same numbers on every machine.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ from typing import Any, ClassVar
 import torch
 import transformers
 from transformers import AutoTokenizer, GenerationConfig
-from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil, Qwen2VLProcessor
-from transformers.processing_utils import ProcessorMixin
 
-from visrl_bench.boxes import BoxConvention, as_convention
-from visrl_bench.errors import DataError
+from visrl_bench.core.boxes import BoxConvention, as_convention
+from visrl_bench.core.errors import DataError
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.models.decoding import generation_config, set_aside_checkpoint_sampling
 from visrl_bench.models.kv_cache import append_in_place_cache
@@ -29,17 +31,6 @@ from visrl_bench.models.kv_cache import append_in_place_cache
 log = logging.getLogger(__name__)
 # our own progress bars cover whole runs; per-shard bars for loading a small model are noise
 transformers.utils.logging.disable_progress_bar()
-
-
-class ImageOnlyQwenProcessor(Qwen2VLProcessor):
-    """Qwen2-VL's processor without the video processor (which needs torchvision); images only."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
 def read_chat_template(path: Path, tokenizer) -> str:
@@ -81,39 +72,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; one of auto, {', '.join(table)}")
     return table[dtype]
-
-
-def mean_fill(image_processor) -> tuple[int, ...]:
-    return tuple(round(255 * m) for m in image_processor.image_mean)
-
-
-def pad_to_square(image, fill: tuple[int, ...]):
-    """Centre the image on a square canvas of its long side (LLaVA-1.5's "pad" preprocessing)."""
-    from PIL import Image
-
-    image = image.convert("RGB")
-    w, h = image.size
-    if w == h:
-        return image
-    side = max(w, h)
-    canvas = Image.new("RGB", (side, side), fill)
-    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-    return canvas
-
-
-def qwen_input_size(image_processor, size: tuple[int, int]) -> tuple[int, int]:
-    """(width, height) Qwen's processor resizes to: multiples of patch x merge within its pixel budget."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    w, h = size
-    rh, rw = smart_resize(
-        h,
-        w,
-        factor=image_processor.patch_size * image_processor.merge_size,
-        min_pixels=image_processor.size["shortest_edge"],
-        max_pixels=image_processor.size["longest_edge"],
-    )
-    return (rw, rh)
 
 
 class HFAdapter:
@@ -197,6 +155,22 @@ class HFAdapter:
             "trust_remote_code": self.trust_remote_code,
             "checkpoint_sampling_ignored": self.checkpoint_sampling_ignored,
         }
+
+    # --- the architecture's tiny model (models/tiny.py) and shrink rule (models/shrink.py) ----------------
+    tiny_specials: ClassVar[tuple[str, ...]] = ()  # special tokens of its tokenizer, in id order
+    tiny_chat_template: ClassVar[str] = ""  # the real checkpoint's template, reduced to what we send
+    shrink_rule: ClassVar[dict[str, Any]] = {}  # config.json keys -> small widths and depths
+
+    @classmethod
+    def tiny_tokenizer(cls, backend):
+        """A PreTrainedTokenizerFast around `backend` (a trained `tokenizers.Tokenizer`) with this
+        architecture's special-token roles and chat template."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_tiny(cls, tokenizer, spec):
+        """(model, processor) of a random-init tiny model sized by `spec` (a `models.tiny.TinySpec`)."""
+        raise NotImplementedError
 
     # --- generation -----------------------------------------------------------------------------------
     def render(self, request: ChatRequest) -> str:
@@ -407,87 +381,3 @@ class HFAdapter:
     def _new_image_inputs(self, inputs2, new_images: list[int]) -> dict[str, torch.Tensor]:
         """The pixel inputs of the images turn 2 adds (one pixel tensor per image)."""
         return {"pixel_values": inputs2["pixel_values"][new_images]} if new_images else {}
-
-
-class LlavaAdapter(HFAdapter):
-    """LLaVA-1.5 in the llava-hf format. Images are padded to a centred square with the mean colour before
-    the CLIP processor, as LLaVA-1.5 and Visual-CoT do, which is what makes its boxes `square_norm`."""
-
-    arch = "llava"
-    default_convention = BoxConvention.SQUARE_NORM
-    model_class = "LlavaForConditionalGeneration"
-    vision_module = "vision_tower"
-
-    def load_processor(self, path: Path):
-        from transformers.models.clip import CLIPImageProcessorPil
-        from transformers.models.llava import LlavaProcessor
-
-        tokenizer = self.load_tokenizer(path)
-        image_processor = CLIPImageProcessorPil.from_pretrained(path, local_files_only=True)
-        cfg_path = path / "processor_config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        mcfg = self.model.config
-        return LlavaProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=cfg.get("patch_size", mcfg.vision_config.patch_size),
-            vision_feature_select_strategy=cfg.get(
-                "vision_feature_select_strategy", mcfg.vision_feature_select_strategy
-            ),
-            num_additional_image_tokens=cfg.get("num_additional_image_tokens", 1),
-            chat_template=read_chat_template(path, tokenizer),
-        )
-
-    @classmethod
-    def image_preparation(cls, processor):
-        fill = mean_fill(processor.image_processor)
-        return (lambda image: pad_to_square(image, fill)), (lambda image: None)
-
-
-class Qwen2VLAdapter(HFAdapter):
-    arch = "qwen2_vl"
-    default_convention = BoxConvention.NORM1000
-    model_class = "Qwen2VLForConditionalGeneration"
-    vision_module = "visual"
-
-    def load_processor(self, path: Path):
-        tokenizer = self.load_tokenizer(path)
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True)
-        return ImageOnlyQwenProcessor(image_processor, tokenizer, read_chat_template(path, tokenizer))
-
-    @classmethod
-    def image_preparation(cls, processor):
-        def input_size(image) -> tuple[int, int]:
-            return qwen_input_size(processor.image_processor, image.size)
-
-        return (lambda image: image.convert("RGB")), input_size
-
-    def _positions(self, full: dict, inputs2) -> torch.Tensor:
-        """M-RoPE positions of the whole two-turn sequence (both turns' images); the offsets for decoding
-        are left where `generate` reads them."""
-        positions, deltas = self.model.model.get_rope_index(
-            full["input_ids"],
-            mm_token_type_ids=full["mm_token_type_ids"],
-            image_grid_thw=inputs2["image_grid_thw"],
-            attention_mask=full["attention_mask"],
-        )
-        self.model.model.rope_deltas = deltas
-        return positions
-
-    def _new_image_inputs(self, inputs2, new_images: list[int]) -> dict[str, torch.Tensor]:
-        # pixel_values holds every image's patches end to end; image_grid_thw says how many are whose
-        grids = inputs2["image_grid_thw"]
-        ends = grids.prod(-1).cumsum(0).tolist()
-        starts = [0, *ends[:-1]]
-        if not new_images:
-            return {}
-        patches = torch.cat([inputs2["pixel_values"][starts[i] : ends[i]] for i in new_images])
-        return {"pixel_values": patches, "image_grid_thw": grids[new_images]}
-
-
-class Qwen25VLAdapter(Qwen2VLAdapter):
-    """Qwen2.5-VL writes boxes in absolute pixels of its resized input."""
-
-    arch = "qwen2_5_vl"
-    default_convention = BoxConvention.RESIZED_PIXEL
-    model_class = "Qwen2_5_VLForConditionalGeneration"

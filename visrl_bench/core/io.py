@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.errors import DataError
+from visrl_bench.core.errors import DataError
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from visrl_bench import markdown
-from visrl_bench.errors import VisrlError
+from visrl_bench.core.errors import VisrlError
 from visrl_bench.metrics.stats import mean_ci, paired_difference
+from visrl_bench.report import markdown
 
 FORMATS = ("csv", "md", "png")
 RESULTS_FILE = "results.json"
@@ -48,7 +48,7 @@ class Run:
     @property
     def records(self) -> list[dict]:
         if self._records is None:
-            from visrl_bench.rundir import read_records
+            from visrl_bench.core.rundir import read_records
 
             path = self.path / SAMPLES_FILE
             self._records = read_records(path) if path.is_file() else []
@@ -116,7 +116,7 @@ def load_run(run_dir: Path) -> Run:
 
 def _metrics_of(runs: list[Run]) -> list[tuple[str, str]]:
     """(task, metric) pairs to show by default: every task's headline metrics, in first-seen order."""
-    from visrl_bench.registry import TASKS
+    from visrl_bench.core.registry import TASKS
 
     out: list[tuple[str, str]] = []
     for run in runs:

@@ -8,9 +8,10 @@ seed, question_field (the doc field the box step asks about in two-turn modes; d
 back to the task's prompt), trace (a JSONL file that receives each sample's steps and focus box). lmms-eval's
 `--batch_size` and `--device` are passed through.
 
-Each request goes through `visrl_bench.evaluate.run_window`, the code `visrl-bench eval` runs: the same chat
-messages, image preparation, batching and box handling, so a prediction here equals `visrl-bench eval`'s
-for the same checkpoint, mode, prompt and image. The task's `until` strings cut the text after generation
+Each request goes through `visrl_bench.eval.evaluate.run_window`, the code `visrl-bench eval` runs: the
+same chat messages, image preparation, batching and box handling, so a prediction here equals
+`visrl-bench eval`'s for the same checkpoint, mode, prompt and image.
+The task's `until` strings cut the text after generation
 (greedy decoding is causal, so the kept text is what stopping there would have produced). gt_box needs gold
 boxes in a declared convention, which lmms-eval docs do not carry: use `visrl-bench eval` for it.
 """
@@ -26,12 +27,12 @@ from typing import Any
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from visrl_bench.errors import DataError, VisrlError
-from visrl_bench.evaluate import WINDOW_BATCHES, EvalConfig, run_window
-from visrl_bench.io import json_line
+from visrl_bench.core.errors import DataError, VisrlError
+from visrl_bench.core.io import json_line
+from visrl_bench.core.registry import MODES
+from visrl_bench.eval.evaluate import WINDOW_BATCHES, EvalConfig, run_window
 from visrl_bench.models import GenerationSettings, load_model
 from visrl_bench.reasoning import Mode
-from visrl_bench.registry import MODES
 from visrl_bench.task import Sample
 
 log = logging.getLogger(__name__)

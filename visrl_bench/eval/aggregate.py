@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from visrl_bench.errors import VisrlError
+from visrl_bench.core.errors import VisrlError
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
 RUN_COUNTS = {"errors", "missing_predictions", "error_examples"}  # what the run adds beside a task's metrics

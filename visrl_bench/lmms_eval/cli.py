@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from visrl_bench.errors import VisrlError
+from visrl_bench.core.errors import VisrlError
 
 
 def run(argv: list[str]) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from visrl_bench.registry import TASKS
+from visrl_bench.core.registry import TASKS
 
-TEXTVQA_UTILS = '''"""Written by visrl-bench (visrl_bench.lmms_eval_tasks): TextVQA over a local dataset."""
+TEXTVQA_UTILS = '''"""Written by visrl-bench (visrl_bench.lmms_eval.tasks): TextVQA over a local dataset."""
 
 from lmms_eval.tasks.textvqa.utils import textvqa_process_results  # noqa: F401  (lmms-eval's own scoring)
 

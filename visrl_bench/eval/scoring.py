@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from visrl_bench import __version__
-from visrl_bench.errors import DataError
-from visrl_bench.io import iter_jsonl, json_line, json_text
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.io import iter_jsonl, json_line, json_text
 
 MAX_LISTED_IDS = 20
 

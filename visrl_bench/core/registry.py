@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from visrl_bench.errors import UnknownNameError, VisrlError
+from visrl_bench.core.errors import UnknownNameError, VisrlError
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,15 @@ TASKS.register("zoomworld", f"{_T}.zoomworld:ZoomWorld")
 _M = "visrl_bench.models.hf"
 MODELS.register(
     "llava",
-    f"{_M}:LlavaAdapter",
+    f"{_M}.llava:LlavaAdapter",
     description="LLaVA-1.5 (llava-hf format); boxes square_norm (image padded to a square)",
 )
-MODELS.register("qwen2_vl", f"{_M}:Qwen2VLAdapter", description="Qwen2-VL; boxes norm1000 (0-1000 grid)")
+MODELS.register(
+    "qwen2_vl", f"{_M}.qwen2_vl:Qwen2VLAdapter", description="Qwen2-VL; boxes norm1000 (0-1000 grid)"
+)
 MODELS.register(
     "qwen2_5_vl",
-    f"{_M}:Qwen25VLAdapter",
+    f"{_M}.qwen2_5_vl:Qwen25VLAdapter",
     description="Qwen2.5-VL; boxes resized_pixel (pixels of its resized input)",
 )
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from visrl_bench.errors import DataError
-from visrl_bench.io import json_line
+from visrl_bench.core.errors import DataError
+from visrl_bench.core.io import json_line
 
 
 def changed_keys(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

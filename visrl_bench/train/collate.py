@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visrl_bench.errors import DataError, VisrlError
+from visrl_bench.core.errors import DataError, VisrlError
 from visrl_bench.reasoning import FocusStep, answer_step_messages, box_step_messages
 
 STEPS = ("box", "answer", "trajectory")

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench import __version__
-from visrl_bench.aggregate import FOCUS_NOTES, aggregate_run
-from visrl_bench.boxes import iou
-from visrl_bench.errors import Bounded, Bounds, VisrlError, isolate_failures
-from visrl_bench.io import json_text
+from visrl_bench.core.boxes import iou
+from visrl_bench.core.errors import Bounded, Bounds, VisrlError, isolate_failures
+from visrl_bench.core.io import json_text
+from visrl_bench.core.registry import MODES, TASKS
+from visrl_bench.core.rundir import append_records, changed_keys, read_identity, read_records
+from visrl_bench.eval.aggregate import FOCUS_NOTES, aggregate_run
+from visrl_bench.eval.scoring import git_hash, package_versions
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
 from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text
-from visrl_bench.registry import MODES, TASKS
-from visrl_bench.rundir import append_records, changed_keys, read_identity, read_records
-from visrl_bench.scoring import git_hash, package_versions
 from visrl_bench.task import Sample
 
 SAMPLES_FILE = "samples.jsonl"

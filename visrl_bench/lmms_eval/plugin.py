@@ -7,7 +7,7 @@ module imports nothing but lmms-eval's manifest class, and only when lmms-eval a
 from __future__ import annotations
 
 MODEL_ID = "visrl_cot"
-CLASS_PATH = "visrl_bench.lmms_eval_model.VisrlCoT"
+CLASS_PATH = "visrl_bench.lmms_eval.model.VisrlCoT"
 
 
 def manifest():

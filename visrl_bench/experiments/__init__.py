@@ -1,0 +1,1 @@
+"""Experiments built from eval, datagen and the trainers: the ablation grid, ZoomWorld baselines."""

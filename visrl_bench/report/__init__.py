@@ -1,0 +1,1 @@
+"""Runs -> tables: leaderboards (CSV, Markdown, PNG) and the one Markdown table writer."""

@@ -1,0 +1,1 @@
+"""What the trainer recipes share: training rows -> model inputs (one label-masking collator)."""
