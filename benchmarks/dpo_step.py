@@ -33,8 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from fixtures import make_pairs, make_zoomworld
-    from visrl_bench.trainers.common import load_config
 
+    from visrl_bench.core.config import load_config
     from visrl_bench.core.registry import TRAINERS
 
     tmp = Path(tempfile.mkdtemp(prefix="visrl-bench-"))

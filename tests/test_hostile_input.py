@@ -456,6 +456,6 @@ def test_whole_number_options_refuse_fractions():
     from visrl_bench.eval.evaluate import eval_config_from_dict
 
     for key in ("batch_size", "limit", "max_new_tokens", "crop_min_side"):
-        with pytest.raises(VisrlError, match=f"option {key} takes a whole number, got 2.5"):
+        with pytest.raises(VisrlError, match=rf"option (generation\.)?{key} takes a whole number, got 2.5"):
             eval_config_from_dict({"model": "m", "tasks": [], key: 2.5})
     assert eval_config_from_dict({"model": "m", "tasks": [], "temperature": 1}).generation.temperature == 1

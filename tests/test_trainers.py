@@ -71,8 +71,7 @@ def test_sft_lowers_loss_and_saves_an_eval_checkpoint(arch, tiny_checkpoints, zo
 
 @pytest.mark.parametrize(("trainer", "arch"), [("dpo", "llava"), ("step_dpo", "qwen2_vl")])
 def test_dpo_recipes_lower_their_loss(trainer, arch, tiny_checkpoints, pairs, tmp_path):
-    from visrl_bench.trainers.common import load_config
-
+    from visrl_bench.core.config import load_config
     from visrl_bench.core.registry import TRAINERS
 
     recipe = TRAINERS.load(trainer)

@@ -276,7 +276,7 @@ def test_generate_cli_with_config(tmp_path):
     result = CliRunner().invoke(
         app, ["zoomworld", "generate", "--out", str(tmp_path / "x"), "--config", str(config)]
     )
-    assert result.exit_code == 2 and "unknown ZoomWorld config key(s): canvass" in result.stderr
+    assert result.exit_code == 2 and "zw.yaml: unknown option(s) canvass for ZoomWorldConfig" in result.stderr
 
 
 def test_baselines_table_and_checks():

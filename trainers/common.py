@@ -11,14 +11,11 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
-from visrl_bench.core.errors import Bounded, Bounds, DataError, VisrlError
-from visrl_bench.core.io import read_yaml_mapping
+from visrl_bench.core.errors import Bounded, Bounds, DataError
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
 # ["q_proj", ...] list would also hit LLaVA's CLIP layers
@@ -91,47 +88,6 @@ class Recipe:
     config_class: type
     run: Callable[..., Path]
     description: str = ""
-
-
-def _coerce(key: str, value: Any, current: Any) -> Any:
-    if isinstance(value, str) and not isinstance(current, str):
-        value = yaml.safe_load(value)  # key=value text: "true", "3", "[a, b]" read as YAML scalars
-    # YAML 1.1 reads "1e-4" (no dot) as text: a numeric option takes it as a number
-    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            raise VisrlError(f"option {key} takes a number, got {value!r}") from None
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise VisrlError(f"option {key} takes true or false, got {value!r}")
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
-    return value
-
-
-def load_config(
-    config_class: type, path: str | Path | None = None, overrides: list[str] | None = None, **values: Any
-):
-    """YAML file, then `key=value` overrides, then keyword values -> the recipe's config dataclass.
-    Unknown keys are refused by name (a typo must not silently train with a default)."""
-    data: dict[str, Any] = {}
-    source = "config"
-    if path:
-        source = str(path)
-        data.update(read_yaml_mapping(path))
-    for item in overrides or []:
-        if "=" not in item:
-            raise VisrlError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        data[key.strip()] = value
-    data.update({k: v for k, v in values.items() if v is not None})
-    defaults = config_class()
-    known = {f.name for f in fields(config_class)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise VisrlError(f"{source}: unknown option(s) {', '.join(unknown)} for {config_class.__name__}")
-    kwargs = {k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()}
-    return config_class(**kwargs)
 
 
 # --- the policy ------------------------------------------------------------------------------------------

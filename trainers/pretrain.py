@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.core.boxes import format_box, gold_box, iou, parse_box
+from visrl_bench.core.config import validate
 from visrl_bench.core.errors import Bounded, Bounds
 from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
@@ -205,7 +206,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     started = time.perf_counter()
     root = Path(cfg.data)
     world = read_json(root / "zoomworld.json", "ZoomWorld metadata (zoomworld.json)")
-    crop_min_side = ZoomWorldConfig.from_dict(world["config"]).crop_min_side
+    crop_min_side = validate(ZoomWorldConfig, world["config"], str(root / "zoomworld.json")).crop_min_side
     rows = [r for _, r in iter_jsonl(root / "pretrain.jsonl", "ZoomWorld pretrain split")]
     ground = (
         [r for _, r in iter_jsonl(root / "ground.jsonl", "ZoomWorld ground split")]

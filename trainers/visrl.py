@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.trainers.common import Recipe, load_config
+from visrl_bench.trainers.common import Recipe
 
-from visrl_bench.core.errors import Bounded, Bounds, VisrlError
+from visrl_bench.core.config import load_config
+from visrl_bench.core.errors import Bounded, Bounds
 from visrl_bench.report import markdown
 
 STAGE_DONE = "config.json"  # a saved checkpoint is complete once its config is written (after the weights)
@@ -118,10 +119,7 @@ def run(cfg: VisRLConfig, data_provider: Callable[[Any], tuple[Path, dict]] | No
     # every stage's overrides are checked now, not when the stage starts hours later
     dpo_class = TRAINERS.load(cfg.trainer).config_class
     for stage, config_class in (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", dpo_class)):
-        try:
-            load_config(config_class, None, None, **getattr(cfg, stage))
-        except VisrlError as exc:
-            raise VisrlError(f"visrl `{stage}`: {exc}") from None
+        load_config(config_class, source=f"visrl `{stage}`", **getattr(cfg, stage))
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from visrl_bench.core.config import option_values
 from visrl_bench.core.errors import VisrlError
 from visrl_bench.core.io import json_text, read_yaml_mapping
 
@@ -21,22 +22,6 @@ app = typer.Typer(
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
-
-
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """`key=value` strings -> dict; values are read as YAML scalars (true, 3, 0.5, text)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise VisrlError(f"expected key=value, got {pair!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
 
 
 @app.command("list")
@@ -88,7 +73,7 @@ def score_command(
     from visrl_bench.eval.scoring import score_task, write_report
 
     try:
-        options = parse_overrides(option)
+        options = option_values(option)
         if box_format is not None:
             options["box_format"] = box_format
         task_obj = TASKS.build(task, data, split, seed=seed, **options)
@@ -193,7 +178,7 @@ def eval_command(
             if explicit or name not in values:
                 values[name] = str(value) if isinstance(value, Path) else value
         if task or data or "tasks" not in values:
-            values["tasks"] = _task_specs(task or [], data or [], split, parse_overrides(option))
+            values["tasks"] = _task_specs(task or [], data or [], split, option_values(option))
         elif option:
             raise VisrlError("with tasks from --config, put task options in the YAML (tasks[].options)")
         output_dir, resume, overwrite, progress = (
@@ -269,12 +254,11 @@ def zoomworld_generate(
     config: Annotated[Path | None, typer.Option(help="YAML overriding ZoomWorldConfig fields.")] = None,
 ) -> None:
     """Write ZoomWorld's pretrain / sft / rl / test splits (images + JSONL)."""
+    from visrl_bench.core.config import load_config
     from visrl_bench.datagen.zoomworld import ZoomWorldConfig, generate
 
     try:
-        cfg = ZoomWorldConfig.from_dict(read_yaml_mapping(config)) if config else ZoomWorldConfig()
-    except ValueError as exc:
-        _fail(f"{config}: {exc}")
+        cfg = load_config(ZoomWorldConfig, config)
     except VisrlError as exc:
         _fail(str(exc))
     counts = generate(out, seed, cfg)
@@ -300,25 +284,23 @@ def zoomworld_pretrain(
 ) -> None:
     """Train a tiny base LMM on the pretrain split (perception), or with --grounding on the ground split too
     (loss log in OUT/loss.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
+    from visrl_bench.core.config import load_config
     from visrl_bench.models.tiny import ARCHS
-    from visrl_bench.trainers.common import load_config
     from visrl_bench.trainers.pretrain import GROUNDING_STAGE, PretrainConfig, train
 
     if arch not in ARCHS:
         _fail(f"unknown arch {arch!r}; one of {', '.join(ARCHS)}")
     try:
-        named = {item.split("=", 1)[0].strip() for item in overrides or []}
-        preset = {k: v for k, v in GROUNDING_STAGE.items() if grounding and k not in named}  # overrides win
         cfg = load_config(
             PretrainConfig,
             None,
             overrides,
+            base=GROUNDING_STAGE if grounding else None,  # key=value overrides win over the stage's settings
             arch=arch,
             data=str(data),
             out=str(out),
             seed=seed,
             init=str(init) if init else None,
-            **preset,
         )
         path = train(cfg, progress=progress)
     except (VisrlError, ValueError) as exc:
@@ -375,9 +357,9 @@ def train_command(
 
     Example: visrl-bench train --trainer sft --config sft.yaml model=ckpt/base out=runs/sft lr=1e-4
     """
+    from visrl_bench.core.config import load_config
     from visrl_bench.core.logs import output_to
     from visrl_bench.core.registry import TRAINERS
-    from visrl_bench.trainers.common import load_config
 
     try:
         recipe = TRAINERS.load(trainer)
@@ -404,8 +386,8 @@ def generate_command(
 
     Example: visrl-bench generate model=runs/sft/final task=zoomworld data=zw split=rl out=runs/gen k=8
     """
+    from visrl_bench.core.config import load_config
     from visrl_bench.datagen.pairs import GenerateConfig, generate
-    from visrl_bench.trainers.common import load_config
 
     try:
         cfg = load_config(GenerateConfig, config, list(ctx.args))

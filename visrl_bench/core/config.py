@@ -52,6 +52,18 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def option_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """`key=value` options of a plug-in that has no config class (a task's `-o shuffle=false`) -> a flat
+    dict, each value read as YAML; keys are kept whole (`vstar_bench.shuffle` targets one task)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise VisrlError(f"option {item!r} is not key=value")
+        out[key.strip()] = _read_text(value, Any)
+    return out
+
+
 def merge(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Later layers win; a mapping merges into a mapping key by key, at every depth."""
     out: dict[str, Any] = {}

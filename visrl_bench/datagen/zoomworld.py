@@ -99,14 +99,6 @@ class ZoomWorldConfig(Bounded):
                     f"option {name} must be two positive numbers (min <= max), got {(low, high)}"
                 )
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ZoomWorldConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown ZoomWorld config key(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
 
 @dataclass
 class WorldObject:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from visrl_bench import __version__
 from visrl_bench.core.boxes import iou
+from visrl_bench.core.config import validate
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.core.io import json_text
 from visrl_bench.core.registry import MODES, TASKS
@@ -72,33 +73,13 @@ _GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
 
 
 def eval_config_from_dict(values: dict[str, Any], source: str = "config") -> EvalConfig:
-    """Flat options (CLI names or YAML keys) -> EvalConfig; unknown keys are refused by name."""
+    """Flat options (CLI names or YAML keys) -> EvalConfig, through the one config loader: decoding
+    options may sit at the top level (`temperature: 0.7`) or under `generation:`."""
     values = dict(values)
     generation = dict(values.pop("generation", None) or {})
     generation.update({k: values.pop(k) for k in list(values) if k in _GENERATION_KEYS})
     generation.setdefault("seed", values.get("seed", 0))
-    tasks = []
-    for t in values.pop("tasks", []):
-        if isinstance(t, TaskSpec):
-            tasks.append(t)
-        elif (
-            isinstance(t, dict)
-            and {"name", "data"} <= set(t)
-            and set(t) <= {"name", "data", "split", "options"}
-        ):
-            tasks.append(TaskSpec(t["name"], str(t["data"]), t.get("split"), dict(t.get("options") or {})))
-        else:
-            raise VisrlError(
-                f"{source}: each task needs name and data (and optionally split, options): {t!r}"
-            )
-    known = {f.name for f in fields(EvalConfig)} - {"tasks", "generation"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise VisrlError(f"{source}: unknown option(s) {', '.join(unknown)}")
-    try:
-        return EvalConfig(tasks=tasks, generation=GenerationSettings(**generation), **values)
-    except (TypeError, VisrlError) as exc:
-        raise VisrlError(f"{source}: {exc}") from None
+    return validate(EvalConfig, {**values, "generation": generation}, source)
 
 
 class RunDirError(VisrlError):

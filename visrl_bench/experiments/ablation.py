@@ -12,7 +12,6 @@ resumes stages inside an unfinished one; a cell that fails writes error.json and
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -161,53 +160,30 @@ class AblationConfig(Bounded):
         return d
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` wins; dict values (the per-stage overrides) merge one level deep."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_ablation_config(
     path: str | Path | None, preset: str | None = None, overrides: list[str] | None = None
 ) -> AblationConfig:
     """Defaults < preset < YAML file < key=value overrides (`sft.lr=1e-4` reaches into a stage). Every key,
     the stages' included, is checked here: a typo must fail before the first cell, not an hour in."""
-    from visrl_bench.core.io import read_yaml_mapping
+    from visrl_bench.core.config import load_config
     from visrl_bench.datagen.pairs import GenerateConfig
-    from visrl_bench.trainers.common import load_config
     from visrl_bench.trainers.sft import SFTConfig
     from visrl_bench.trainers.step_dpo import StepDPOConfig
 
-    values: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in PRESETS:
-            raise VisrlError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        values = merge(values, PRESETS[preset])
-    if path is not None:
-        values = merge(values, read_yaml_mapping(path))
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise VisrlError(f"override {item!r} is not key=value")
-        head, _, rest = key.strip().partition(".")
-        values = merge(values, {head: {rest: raw}} if rest else {head: raw})
-    cfg = load_config(AblationConfig, None, None, **values)
+    if preset is not None and preset not in PRESETS:
+        raise VisrlError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    where = str(path or "ablation config")
+    cfg = load_config(AblationConfig, path, overrides, base=PRESETS.get(preset or ""), source=where)
     bad = [r for r in cfg.rows if r not in ROW_BY_NAME]
     if bad:
         raise VisrlError(f"unknown row(s) {', '.join(bad)}; rows: {', '.join(ROW_BY_NAME)}")
     if not cfg.bases:
-        raise VisrlError(f"{path or 'ablation config'}: `bases` names no base model")
+        raise VisrlError(f"{where}: `bases` names no base model")
     if not cfg.data:
-        raise VisrlError(f"{path or 'ablation config'}: `data` is empty")
-    # the stages coerce their own values ("1e-4" -> float) when they run; here only the keys are checked
+        raise VisrlError(f"{where}: `data` is empty")
+    # the stages read their own values ("1e-4" -> float) when they run; here they are only checked
     for stage, config_class in (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", StepDPOConfig)):
-        try:
-            load_config(config_class, None, None, **getattr(cfg, stage))
-        except VisrlError as exc:
-            raise VisrlError(f"{path or 'ablation config'}: `{stage}`: {exc}") from None
-    cfg.seeds = [int(s) for s in cfg.seeds]
+        load_config(config_class, source=f"{where}: `{stage}`", **getattr(cfg, stage))
     return cfg
 
 
@@ -242,7 +218,7 @@ class Lane:
         return result
 
     def sft(self, more_data: bool = False) -> Path:
-        from visrl_bench.trainers.common import load_config
+        from visrl_bench.core.config import load_config
         from visrl_bench.trainers.sft import SFTConfig, train
 
         name = "sft_more_data" if more_data else "sft"
