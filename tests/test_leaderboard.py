@@ -15,6 +15,7 @@ from visrl_bench.cli import app
 from visrl_bench.metrics import stats
 from visrl_bench.metrics.stats import bootstrap_ci
 from visrl_bench.report import leaderboard as lb
+from visrl_bench.report import render
 
 
 def write_run(
@@ -140,7 +141,7 @@ def test_three_formats(grid, tmp_path):
         runs, [("zoomworld", "accuracy")], reference="visrl", rows=["visrl", "sft", "x"]
     )
     out = tmp_path / "board" / "table"
-    written = lb.write(entries, out, title="Test board", reference="visrl")
+    written = render.write(entries, out, title="Test board", reference="visrl")
     assert [p.suffix for p in written] == [".csv", ".md", ".png"]
 
     frame = pd.read_csv(out.with_suffix(".csv"))
@@ -162,8 +163,8 @@ def test_three_formats(grid, tmp_path):
 
 def test_bundle_copies_provenance_next_to_the_table(grid, tmp_path):
     entries = lb.build_entries(lb.find_runs([grid]), [("zoomworld", "accuracy")])
-    lb.bundle_results(entries, tmp_path / "board" / "t_runs", grid.resolve())
-    lb.write(entries, tmp_path / "board" / "t", formats=("md",))
+    render.bundle_results(entries, tmp_path / "board" / "t_runs", grid.resolve())
+    render.write(entries, tmp_path / "board" / "t", formats=("md",))
     md = (tmp_path / "board" / "t.md").read_text()
     assert "](t_runs/sft/A/seed0/results.json)" in md
     assert (tmp_path / "board/t_runs/sft/A/seed0/cell.json").is_file()

@@ -32,6 +32,7 @@ from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTIO
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
 from visrl_bench.reasoning import FocusStep, direct_messages
+from visrl_bench.train.collate import Completion, VisionBatcher
 
 # LLaVA-1.5's referring-expression prompt: a grounding phrasing the base model knows, unlike the question's
 GROUND_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: {phrase}."
@@ -117,6 +118,9 @@ GROUNDING_STAGE: dict[str, Any] = {
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up from lr / warmup_steps, then cosine decay to min_lr_ratio x lr. transformers'
+    `get_cosine_with_min_lr_schedule_with_warmup` is this curve one step later (it starts at 0); the
+    committed bases were trained on this one, so it runs as a torch LambdaLR (bit-identical rates)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
@@ -175,26 +179,6 @@ def build_example(row: dict, image, convention, input_size, crop_min_side: int, 
     focus = gold_box(row["focus"], "xyxy")
     step = FocusStep.from_box(focus, image, convention, input_size(image), crop_min_side)
     return step.request(row["question"], prompt, image), row["answer"]
-
-
-def collate(processor, requests: list[ChatRequest], answers: list[str], eos: str, prepare_image):
-    import torch
-
-    texts = [
-        processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) + a + eos
-        for r, a in zip(requests, answers, strict=True)
-    ]
-    images = [prepare_image(im) for r in requests for im in r.images]
-    batch = processor(text=texts, images=images, padding=True, return_tensors="pt")
-    labels = torch.full_like(batch["input_ids"], -100)
-    for i, answer in enumerate(answers):
-        target = processor.tokenizer(answer + eos, add_special_tokens=False)["input_ids"]
-        k = len(target)
-        if batch["input_ids"][i, -k:].tolist() != target:  # left padding: the answer ends every row
-            raise RuntimeError(f"answer {answer!r} does not tokenize the same inside the dialogue")
-        labels[i, -k:] = batch["input_ids"][i, -k:]
-    batch["labels"] = labels
-    return batch
 
 
 def train(cfg: PretrainConfig, progress: bool = True) -> Path:
@@ -263,6 +247,8 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
     )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
+    batcher = VisionBatcher(processor, prepare_image, eos, padding_side="left")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "loss.csv"
@@ -296,14 +282,14 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
                 )
                 for r in batch_rows
             ]
-            batch = collate(processor, [p[0] for p in pairs], [p[1] for p in pairs], eos, prepare_image)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
+            batch = batcher.sft([Completion(r.messages, r.images, answer) for r, answer in pairs])
+            lr = optimizer.param_groups[0]["lr"]
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 recent = sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :])
@@ -311,7 +297,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
                     [
                         step,
                         round(recent, 5),
-                        round(lr_at(step, cfg), 7),
+                        round(lr, 7),
                         round(time.perf_counter() - started, 1),
                     ]
                 )

@@ -139,10 +139,17 @@ def _expanded_positions(plain: list[int], expanded: list[int], image_id: int) ->
 
 
 class VisionBatcher:
-    """Completions -> right-padded model inputs with a `completion_mask` (TRL's convention: 1 on the tokens
-    whose log-probability is trained), built with the adapter's processor and image preparation."""
+    """Completions -> padded model inputs with a `completion_mask` (TRL's convention: 1 on the tokens whose
+    log-probability is trained), built with the adapter's processor and image preparation. The one
+    label-masking collator: SFT, DPO, step-DPO and pretraining batch through it. Right padding is TRL's;
+    pretraining pads on the left, as the committed ZoomWorld bases were trained."""
 
-    def __init__(self, processor, prepare_image: Callable, eos: str | None = None):
+    def __init__(
+        self, processor, prepare_image: Callable, eos: str | None = None, padding_side: str = "right"
+    ):
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be left or right, got {padding_side!r}")
+        self.padding_side = padding_side
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.prepare_image = prepare_image
@@ -165,17 +172,23 @@ class VisionBatcher:
         ]
         images = [self.prepare_image(im) for c in completions for im in c.images]
         batch = self.processor(
-            text=texts, images=images or None, padding=True, padding_side="right", return_tensors="pt"
+            text=texts,
+            images=images or None,
+            padding=True,
+            padding_side=self.padding_side,
+            return_tensors="pt",
         )
         ids = batch["input_ids"]
         mask = torch.zeros_like(ids)
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         image_id = getattr(self.processor, "image_token_id", None)
         for i, (text, c) in enumerate(zip(texts, completions, strict=True)):
+            start = ids.shape[1] - int(lengths[i]) if self.padding_side == "left" else 0
             # scored = the tokens covering the reply's characters (and the earlier replies'): robust to a
             # tokenizer that merges a reply's first character with the template text before it
             enc = self.tokenizer(text, return_offsets_mapping=True)
-            positions = _expanded_positions(enc["input_ids"], ids[i, : int(lengths[i])].tolist(), image_id)
+            real = ids[i, start : start + int(lengths[i])].tolist()
+            positions = _expanded_positions(enc["input_ids"], real, image_id)
             if positions is None:
                 raise ValueError(
                     "the processor's tokens disagree with the tokenizer's on a rendered dialogue"
@@ -189,7 +202,7 @@ class VisionBatcher:
                 spans.append((at, at + len(inner)))
             for k, (a, b) in enumerate(enc["offset_mapping"]):
                 if b > a and any(a < hi and b > lo for lo, hi in spans):
-                    mask[i, positions[k]] = 1
+                    mask[i, start + positions[k]] = 1
         batch["completion_mask"] = mask
         return dict(batch)
 

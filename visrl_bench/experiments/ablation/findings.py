@@ -1,0 +1,140 @@
+"""The committed table: the grid's cells -> leaderboard (CSV, Markdown, PNG) and the findings in words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from visrl_bench.experiments.ablation.spec import (
+    CELL_FILE,
+    FINDINGS,
+    REFERENCE_ROW,
+    ROW_BY_NAME,
+    AblationConfig,
+)
+
+
+def write_leaderboard(cfg: AblationConfig) -> tuple[list[Path], str]:
+    """OUT.csv / .md / .png of the grid; also the headline tables as plain Markdown for the terminal."""
+    from visrl_bench.core.registry import TASKS
+    from visrl_bench.report import leaderboard as lb
+    from visrl_bench.report import render
+
+    runs = [lb.load_run(cfg.cell_dir(r.name, b, s).resolve()) for r, b, s in cfg.cells()]
+    metric = TASKS.load(cfg.task).headline_metrics[0]
+    reference = REFERENCE_ROW if REFERENCE_ROW in cfg.rows else None
+    entries = lb.build_entries(
+        runs, [(cfg.task, metric), (cfg.task, "focus_iou")], reference, rows=cfg.rows, columns=list(cfg.bases)
+    )
+    out = Path(cfg.leaderboard)
+    render.bundle_results(entries, out.parent / f"{out.name}_runs", (Path(cfg.out) / "cells").resolve())
+    intro = (
+        f"Every configuration x every base LMM on `{cfg.task}` (`{cfg.eval_split}` split), produced by "
+        f"`visrl-bench ablate` ({len(cfg.seeds)} seed(s): {', '.join(map(str, cfg.seeds))}; "
+        f"{cfg.rounds} RL round(s); per-stage settings in `{out.name}_runs/*/*/*/cell.json`"
+        + f"; compute time of the cells, summed: {_cells_seconds(cfg):.0f} s"
+        + ")."
+    )
+    descriptions = {r: ROW_BY_NAME[r].description for r in cfg.rows}
+    by_metric = [[e for e in entries if e.metric == m] for m in (metric, "focus_iou")]
+    table = "\n".join(line for sub in by_metric if sub for line in [*render.metric_table(sub), ""])
+    return render.write(
+        entries,
+        out,
+        title=cfg.title,
+        reference=reference,
+        intro=intro,
+        descriptions=descriptions,
+        extra_markdown=findings_markdown(cfg, entries, runs, metric),
+    ), table
+
+
+def _cells_seconds(cfg: AblationConfig) -> float:
+    """Stable across reruns (a rerun that skips every cell must not rewrite the table's timing)."""
+    total = 0.0
+    for r, b, s in cfg.cells():
+        path = cfg.cell_dir(r.name, b, s) / CELL_FILE
+        total += json.loads(path.read_text()).get("seconds", 0.0) if path.is_file() else 0.0
+    return total
+
+
+def verdict(lo: float, hi: float) -> str:
+    if lo > 0:
+        return "reproduces"
+    if hi < 0:
+        return "the opposite holds"
+    return "not detected (CI includes 0)"
+
+
+def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
+    """The paper's claims, each judged by the paired CI of (full method - ablation) on the average column
+    (or the single base), written out from the numbers; nothing here is tuned to agree."""
+    from visrl_bench.metrics.stats import paired_difference
+    from visrl_bench.report import leaderboard as lb
+
+    if REFERENCE_ROW not in cfg.rows:
+        return ""
+    column = lb.AVERAGE if len(cfg.bases) > 1 else next(iter(cfg.bases))
+    at = {(e.row, e.column, e.metric): e for e in entries}
+    lines = ["## Which of the paper's findings reproduce here", ""]
+    lines.append(
+        f"Judged on {metric} ({'the average over base LMMs' if column == lb.AVERAGE else column}), "
+        "by the paired "
+        f'95% CI of `{REFERENCE_ROW}` minus the other row: "reproduces" only when the CI excludes 0.'
+    )
+    lines.append("")
+    for claim, other, _direction in FINDINGS:
+        if other not in cfg.rows:
+            continue
+        parts = []
+        for col in [column] + ([b for b in cfg.bases] if column == lb.AVERAGE else []):
+            e = at.get((other, col, metric))
+            if e is None or e.diff is None:
+                continue
+            gain, lo, hi = 0.0 - e.diff, 0.0 - e.diff_ci[1], 0.0 - e.diff_ci[0]  # 0.0 - x: no "-0.0"
+            parts.append((col, gain, lo, hi, e.diff_p))
+        if not parts:
+            continue
+        col, gain, lo, hi, p = parts[0]
+        per_base = "; ".join(f"{c}: {g:+.1f} [{a:+.1f}, {b:+.1f}]" for c, g, a, b, _ in parts[1:])
+        lines.append(
+            f"- **{claim}** — {verdict(lo, hi)}: {REFERENCE_ROW} − {other} = {gain:+.1f} points "
+            f"[{lo:+.1f}, {hi:+.1f}], p = {p:.3g}" + (f" ({per_base})" if per_base else "") + "."
+        )
+    if "swapped_labels" in cfg.rows and "sft" in cfg.rows:
+        for col in [column]:
+            a, b = at.get(("swapped_labels", col, metric)), at.get(("sft", col, metric))
+            if a and b and a.scores and b.scores:
+                d, (lo, hi), p, _ = paired_difference(a.scores, b.scores)
+                ok = (
+                    "as it must, it does not beat SFT"
+                    if lo <= 0
+                    else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
+                )
+                lines.append(
+                    f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
+                    f"p = {p:.3g}: {ok}."
+                )
+    diag = []
+    for r in runs:
+        cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
+        if cell.get("row") != REFERENCE_ROW:
+            continue
+        for k, s in enumerate(cell.get("generate_stats", []), 1):
+            g = s.get("gold_iou") or {}
+            if g.get("chosen") is not None:
+                diag.append(
+                    f"{cell['base']} seed {cell['seed']} round {k}: chosen {g['chosen']:.3f} vs rejected "
+                    f"{g['rejected']:.3f} ({'signal' if s.get('focus_signal') else 'NO focus signal'})"
+                )
+    if diag:
+        lines += [
+            "",
+            "Why, from the generator's diagnostics (mean IoU of the box-step pairs' chosen and rejected "
+            "boxes with the gold box, never used for selection): "
+            + "; ".join(diag)
+            + ". When chosen boxes are no "
+            "closer to the target than rejected ones, the reward says nothing about where to look, and no "
+            "variant of the method can learn focus from it.",
+        ]
+    return "\n".join(lines) + "\n"

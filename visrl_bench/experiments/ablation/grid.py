@@ -1,0 +1,200 @@
+"""Running the grid: lanes in order or in worker processes, finished cells skipped, failed ones recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from visrl_bench.core.errors import VisrlError
+from visrl_bench.core.io import write_text_atomic
+from visrl_bench.core.rundir import changed_keys, read_identity
+from visrl_bench.experiments.ablation.findings import write_leaderboard
+from visrl_bench.experiments.ablation.lane import Lane
+from visrl_bench.experiments.ablation.spec import (
+    CELL_FILE,
+    CONFIG_FILE,
+    ERROR_FILE,
+    ROW_BY_NAME,
+    AblationConfig,
+    Row,
+)
+
+
+def lane_log(cfg: AblationConfig, base: str, seed: int) -> Path:
+    return Path(cfg.out) / "logs" / f"{base}-seed{seed}.log"
+
+
+def run_lane(
+    cfg: AblationConfig,
+    base: str,
+    seed: int,
+    rows: list[str],
+    threads: int | None = None,
+    worker: bool = False,
+) -> dict:
+    """Every cell of one (base, seed) lane, in order; a failing cell writes error.json and the lane goes on.
+    What its stages print (trainer logs, library warnings) goes to OUT/logs/<base>-seed<s>.log. A top-level
+    function so that a worker process can run it; a worker also sends its file descriptors there."""
+    from visrl_bench.core.logs import output_to
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with output_to(lane_log(cfg, base, seed), fds=worker):
+        return _run_cells(cfg, base, seed, rows)
+
+
+def _run_cells(cfg: AblationConfig, base: str, seed: int, rows: list[str]) -> dict:
+    lane = Lane(cfg, base, seed)
+    status = {}
+    for name in rows:
+        cell = cfg.cell_dir(name, base, seed)
+        try:
+            lane.run_cell(ROW_BY_NAME[name])
+            status[name] = "done"
+        except Exception as exc:  # one broken cell must not cost the rest of the grid
+            cell.mkdir(parents=True, exist_ok=True)
+            error = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            write_text_atomic(cell / ERROR_FILE, json.dumps(error, indent=2) + "\n")
+            status[name] = f"error: {type(exc).__name__}: {exc}"
+    return status
+
+
+def ensure_data(cfg: AblationConfig) -> None:
+    if cfg.zoomworld_seed is None or cfg.task != "zoomworld":
+        return
+    from visrl_bench.datagen.zoomworld import generate
+
+    marker = Path(cfg.data) / "zoomworld.json"
+    if marker.is_file():
+        seed = json.loads(marker.read_text()).get("seed")
+        if seed is not None and seed != cfg.zoomworld_seed:
+            raise VisrlError(
+                f"{marker}: ZoomWorld generated with seed {seed}, the config asks {cfg.zoomworld_seed}"
+            )
+        return
+    generate(Path(cfg.data), cfg.zoomworld_seed)
+
+
+def _stamp(cell: Path) -> tuple[int | None, int | None]:
+    """When the cell's outcome files were last written (None: absent)."""
+    return tuple(p.stat().st_mtime_ns if p.is_file() else None for p in (cell / CELL_FILE, cell / ERROR_FILE))
+
+
+def _cell_state(cfg: AblationConfig, row: Row, base: str, seed: int) -> str | None:
+    """The line the terminal shows for a finished or failed cell; None while it is neither."""
+    from visrl_bench.core.registry import TASKS
+
+    cell = cfg.cell_dir(row.name, base, seed)
+    name = f"{row.name} / {base} / seed{seed}"
+    if (cell / CELL_FILE).is_file():
+        info = json.loads((cell / CELL_FILE).read_text())
+        metrics = info.get("metrics", {})  # the cell's results.json metrics, copied when it finished
+        headline = TASKS.load(cfg.task).headline_metrics[0]
+        text = f"{name}: {headline} {metrics.get(headline, float('nan')):.1f}"
+        if ci := metrics.get(f"{headline}_ci95"):
+            text += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+        if "focus_iou" in metrics:
+            text += f", focus IoU {metrics['focus_iou']:.1f}"
+        if any(s.get("focus_signal") is False for s in info.get("generate_stats", [])):
+            text += "; its pairs carry no focus signal (chosen boxes no closer to gold)"
+        return text + (f" ({info['seconds']:.0f} s)" if info.get("seconds") is not None else "")
+    if (cell / ERROR_FILE).is_file():
+        return f"{name}: FAILED: {json.loads((cell / ERROR_FILE).read_text())['error']}"
+    return None
+
+
+def _finished(cfg: AblationConfig) -> tuple[int, int]:
+    done = failed = 0
+    for row, base, seed in cfg.cells():
+        d = cfg.cell_dir(row.name, base, seed)
+        done += (d / CELL_FILE).is_file()
+        failed += (d / ERROR_FILE).is_file() and not (d / CELL_FILE).is_file()
+    return done, failed
+
+
+def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Run (or continue) the grid; returns {cells, done, failed, seconds, leaderboard}."""
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = cfg.identity()
+    config_file = out / CONFIG_FILE
+    if config_file.is_file():
+        changed = changed_keys(read_identity(config_file), identity)
+        if changed:
+            raise VisrlError(
+                f"{out} holds a grid run with different settings ({', '.join(changed)}): its finished cells "
+                "would not be comparable; choose another out"
+            )
+    config_file.write_text(
+        json.dumps({"identity": identity, "config": asdict(cfg)}, indent=2, sort_keys=True, default=str)
+        + "\n"
+    )
+    ensure_data(cfg)
+    started = time.perf_counter()
+    lanes = list(dict.fromkeys((b, s) for _, b, s in cfg.cells()))
+    done0, _ = _finished(cfg)
+    bar = tqdm(
+        total=len(cfg.cells()),
+        initial=done0,
+        desc="ablate",
+        unit="cell",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    seen = {(r.name, b, s): _stamp(cfg.cell_dir(r.name, b, s)) for r, b, s in cfg.cells()}
+
+    def report() -> None:
+        """A line per cell that finished or failed since the last call (a retried one too), above the bar."""
+        for row, base, seed in cfg.cells():
+            key = (row.name, base, seed)
+            stamp = _stamp(cfg.cell_dir(*key))
+            if stamp != seen[key] and (line := _cell_state(cfg, row, base, seed)) is not None:
+                seen[key] = stamp
+                bar.write(line)
+        bar.update(_finished(cfg)[0] - bar.n)
+
+    bar.write(f"stage logs (trainers, library warnings): {Path(cfg.out) / 'logs'}")
+    if jobs <= 1:
+        for base, seed in lanes:
+            for name in cfg.rows:
+                run_lane(cfg, base, seed, [name])
+                report()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, wait
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [
+                pool.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
+            ]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=2.0)
+                report()
+            for f in futures:
+                f.result()  # a worker that died outright (not a cell error) surfaces here
+    bar.close()
+    done, failed = _finished(cfg)
+    summary: dict[str, Any] = {
+        "cells": len(cfg.cells()),
+        "done": done,
+        "failed": failed,
+        "seconds": round(time.perf_counter() - started, 1),
+        "jobs": jobs,
+    }
+    table = None
+    if cfg.leaderboard and done == len(cfg.cells()):
+        paths, table = write_leaderboard(cfg)
+        summary["leaderboard"] = [str(p) for p in paths]
+    (out / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return {**summary, "table": table}

@@ -1,0 +1,170 @@
+"""The grid's specification: its rows (what each configuration trains), presets, the config and its loader."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from visrl_bench.core.errors import Bounded, Bounds, VisrlError
+
+CELL_FILE = "cell.json"
+ERROR_FILE = "error.json"
+CONFIG_FILE = "ablation.json"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    description: str
+    start: str = "sft"  # "base" | "sft" | "sft_more"
+    mode: str = "cot"
+    trainer: str | None = None  # None: no RL rounds; "step_dpo" | "dpo"
+    generate: dict[str, Any] = field(default_factory=dict)
+    dpo: dict[str, Any] = field(default_factory=dict)
+
+
+ROWS: tuple[Row, ...] = (
+    Row("base_direct", "the base model answering directly (one turn, no box)", start="base", mode="direct"),
+    Row("sft", "SFT warm-up on the few box-annotated questions (`sft` split), visual CoT"),
+    Row(
+        "sft_more_data",
+        "SFT warm-up on more annotated data: the `sft` split plus the RL questions WITH their gold boxes, "
+        "same number of steps",
+        start="sft_more",
+    ),
+    Row(
+        "trajectory_dpo",
+        "trajectory-level DPO on self-generated pairs, no diversity controller, no difficulty filter",
+        trainer="dpo",
+        generate={"diversity": False, "filter": False},
+    ),
+    Row(
+        "visrl",
+        "full VisRL: step-level DPO, diversity controller on, difficulty filter on",
+        trainer="step_dpo",
+    ),
+    Row("wo_step_level", "w/o step-level: trajectory-level DPO on the full method's pairs", trainer="dpo"),
+    Row("wo_diversity", "w/o diversity controller", trainer="step_dpo", generate={"diversity": False}),
+    Row("wo_filter", "w/o difficulty filter", trainer="step_dpo", generate={"filter": False}),
+    Row(
+        "swapped_labels",
+        "control: the full method with each pair's chosen/rejected swapped by a seeded coin "
+        "(must NOT improve)",
+        trainer="step_dpo",
+        dpo={"swap_labels": True},
+    ),
+)
+ROW_BY_NAME = {r.name: r for r in ROWS}
+REFERENCE_ROW = "visrl"
+
+# (claim, the row the full method is compared with, the direction the paper reports)
+FINDINGS = (
+    ("step-level DPO beats trajectory-level DPO", "wo_step_level", +1),
+    ("the diversity controller helps", "wo_diversity", +1),
+    ("the difficulty filter helps", "wo_filter", +1),
+    ("RL beats SFT with more annotated data", "sft_more_data", +1),
+    ("RL improves on its SFT warm-up", "sft", +1),
+    ("the gain comes from the reward (full method beats the swapped-label control)", "swapped_labels", +1),
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # both tiny architectures, every row, one seed, one round: the <= 10 min CPU smoke of the whole table
+    "quick": {
+        "seeds": [0],
+        "rounds": 1,
+        "sft": {"lora": False, "lr": 1e-3, "max_steps": 80, "batch_size": 32, "logging_steps": 20},
+        "generate": {"k": 6, "limit": 160, "batch_size": 96},
+        "dpo": {"lora": False, "lr": 3e-4, "beta": 0.1, "nll_weight": 0.1, "batch_size": 16, "epochs": 1},
+    },
+    # more rounds, more data, 3 seeds
+    "full": {
+        "seeds": [0, 1, 2],
+        "rounds": 2,
+        "sft": {"lora": False, "lr": 1e-3, "max_steps": 150, "batch_size": 32, "logging_steps": 25},
+        "generate": {"k": 8, "limit": 200, "batch_size": 96},
+        "dpo": {"lora": False, "lr": 3e-4, "beta": 0.1, "nll_weight": 0.1, "batch_size": 16, "epochs": 1},
+    },
+}
+
+
+@dataclass
+class AblationConfig(Bounded):
+    task: str = "zoomworld"
+    data: str = ""
+    zoomworld_seed: int | None = None  # generate ZoomWorld into `data` first when it is not there
+    task_options: dict[str, Any] = field(default_factory=dict)
+    bases: dict[str, str] = field(default_factory=dict)  # name -> local checkpoint dir
+    rows: list[str] = field(default_factory=lambda: [r.name for r in ROWS])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    out: str = "runs/ablation"
+    sft_split: str = "sft"
+    more_data_splits: list[str] = field(default_factory=lambda: ["rl"])  # annotated extra for sft_more_data
+    rl_split: str = "rl"
+    eval_split: str = "test"
+    rounds: int = 1
+    reference: str = "sft"  # each DPO round's reference model: "sft" | "previous"
+    sft: dict[str, Any] = field(default_factory=dict)
+    generate: dict[str, Any] = field(default_factory=dict)
+    dpo: dict[str, Any] = field(default_factory=dict)
+    eval_limit: int | None = None
+    eval_batch_size: int = 64
+    max_new_tokens: int = 32
+    leaderboard: str | None = None  # OUT (no suffix): OUT.csv/.md/.png once the grid is complete
+    title: str = "Ablation"
+    device: str = "auto"
+
+    BOUNDS: ClassVar[Bounds] = {
+        "zoomworld_seed": (0, None),
+        "rounds": (1, None),
+        "eval_limit": (1, None),
+        "eval_batch_size": (1, None),
+        "max_new_tokens": (1, None),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise VisrlError(f"option seeds must be whole numbers >= 0, got {self.seeds!r}")
+
+    def cells(self) -> list[tuple[Row, str, int]]:
+        """The grid in run order: lanes (base, seed) outermost so a lane's shared work is reused at once."""
+        return [(ROW_BY_NAME[r], b, s) for b in self.bases for s in self.seeds for r in self.rows]
+
+    def cell_dir(self, row: str, base: str, seed: int) -> Path:
+        return Path(self.out) / "cells" / row / base / f"seed{seed}"
+
+    def identity(self) -> dict[str, Any]:
+        """What a finished cell's meaning depends on: the grid's extent (rows, bases, seeds) may grow."""
+        d = asdict(self)
+        for k in ("rows", "bases", "seeds", "leaderboard", "title", "device", "out"):
+            d.pop(k)
+        d["bases_resolved"] = {b: str(Path(p).resolve()) for b, p in self.bases.items()}
+        return d
+
+
+def load_ablation_config(
+    path: str | Path | None, preset: str | None = None, overrides: list[str] | None = None
+) -> AblationConfig:
+    """Defaults < preset < YAML file < key=value overrides (`sft.lr=1e-4` reaches into a stage). Every key,
+    the stages' included, is checked here: a typo must fail before the first cell, not an hour in."""
+    from visrl_bench.core.config import load_config
+    from visrl_bench.datagen.pairs import GenerateConfig
+    from visrl_bench.trainers.sft import SFTConfig
+    from visrl_bench.trainers.step_dpo import StepDPOConfig
+
+    if preset is not None and preset not in PRESETS:
+        raise VisrlError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    where = str(path or "ablation config")
+    cfg = load_config(AblationConfig, path, overrides, base=PRESETS.get(preset or ""), source=where)
+    bad = [r for r in cfg.rows if r not in ROW_BY_NAME]
+    if bad:
+        raise VisrlError(f"unknown row(s) {', '.join(bad)}; rows: {', '.join(ROW_BY_NAME)}")
+    if not cfg.bases:
+        raise VisrlError(f"{where}: `bases` names no base model")
+    if not cfg.data:
+        raise VisrlError(f"{where}: `data` is empty")
+    # the stages read their own values ("1e-4" -> float) when they run; here they are only checked
+    for stage, config_class in (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", StepDPOConfig)):
+        load_config(config_class, source=f"{where}: `{stage}`", **getattr(cfg, stage))
+    return cfg
