@@ -72,7 +72,12 @@ def test_every_mode_runs_every_task_through_the_cli(arch, mode, tiny_checkpoints
     prov = results["provenance"]
     assert prov["model"]["arch"] == arch and prov["mode"] == mode
     assert len(prov["prompt_sha256"][f"mode:{mode}"]) == 64
-    assert results["timing"][tasks[0]]["samples_per_second"] > 0
+    for name in tasks:  # every record of the run was timed, and the rate is what the counts say
+        timing = results["timing"][name]
+        assert timing["samples"] == sum(r["task"] == name for r in records)
+        seconds = timing["seconds"]  # rounded to 1 ms
+        low, high = timing["samples"] / (seconds + 6e-4), timing["samples"] / max(seconds - 6e-4, 1e-9)
+        assert low <= timing["samples_per_second"] <= high
 
 
 class ScriptedAdapter:

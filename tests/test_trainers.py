@@ -60,13 +60,19 @@ def test_sft_lowers_loss_and_saves_an_eval_checkpoint(arch, tiny_checkpoints, zo
     assert "loss" in (out / "log.csv").read_text().splitlines()[0]
     adapter = load_model(final)  # merged: a plain checkpoint
     assert not any("lora" in n for n, _ in adapter.model.named_parameters())
+    base = load_model(tiny_checkpoints[arch]).model.state_dict()
+    trained = adapter.model.state_dict()
+    assert trained.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], trained[k])}
+    vision = adapter.vision_module
+    # the LoRA deltas were merged into the language model's projections, and only there
+    assert changed and all("language_model" in k and "proj" in k for k in changed)
+    assert not any(f".{vision}." in f".{k}" for k in changed)
     from PIL import Image
 
-    text = adapter.generate(
-        [ChatRequest(box_step_messages("q?"), [Image.new("RGB", (64, 48))])],
-        GenerationSettings(max_new_tokens=4),
-    )
-    assert isinstance(text[0][0], str)
+    request = ChatRequest(box_step_messages("q?"), [Image.new("RGB", (64, 48))])
+    settings = GenerationSettings(max_new_tokens=4)
+    assert adapter.generate([request], settings) == load_model(final).generate([request], settings)
 
 
 @pytest.mark.parametrize(("trainer", "arch"), [("dpo", "llava"), ("step_dpo", "qwen2_vl")])

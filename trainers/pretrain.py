@@ -7,13 +7,13 @@ visual-CoT dialogue (box text, then image + crop) -> what the crop shows (the ti
 And grounding, as real base LMMs learn it from RefCOCO-style data: "the orange circle" -> its box, in the
 model's box convention, on a 1 -> 2 -> 3-5 object curriculum (the `ground` split). Grounding never uses the
 benchmark's question or box instruction: turning a question into a box is what the SFT warm-up teaches.
-The loss is on the answer tokens only. Writes a normal checkpoint dir, a loss log (CSV) and provenance,
-including the grounding IoU on held-out ground scenes.
+The loss is on the answer tokens only, batched by the trainers' one collator and run by transformers'
+Trainer. Writes a normal checkpoint dir, the Trainer's log (OUT/log.csv) and provenance, including the
+grounding IoU on held-out ground scenes.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from visrl_bench.trainers.common import route_logs
 
 from visrl_bench.core.boxes import format_box, gold_box, iou, parse_box
 from visrl_bench.core.config import validate
@@ -183,7 +185,6 @@ def build_example(row: dict, image, convention, input_size, crop_min_side: int, 
 
 def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     import torch
-    from tqdm.auto import tqdm
 
     from visrl_bench.core.registry import MODELS, TASKS
 
@@ -241,22 +242,16 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     def image_of(row: dict):
         return image_of_path(row["image"])
 
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
+    from torch.utils.data import IterableDataset
+    from transformers import Trainer, TrainingArguments
+
     batcher = VisionBatcher(processor, prepare_image, eos, padding_side="left")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "loss.csv"
-    losses: list[float] = []
-    with log_path.open("w", newline="") as log_file:
-        log = csv.writer(log_file)
-        log.writerow(["step", "loss", "lr", "seconds"])
-        bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.arch}", disable=not progress, dynamic_ncols=True)
+
+    def batches():
+        """One collated batch per step, its rows drawn by a seeded RNG: perception (positive crops only
+        for the first positive_only_fraction of the steps), plus ground_fraction of grounding rows on the
+        1 -> 2 -> all-objects curriculum."""
+        rng = random.Random(cfg.seed)
         positives = [r for r in rows if r["answer"] != NONE]
         first, second = cfg.ground_curriculum
         ground_pools = [
@@ -265,7 +260,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
             ground,
         ]
         n_ground = round(cfg.ground_fraction * cfg.batch_size)
-        for step in bar:
+        for step in range(cfg.steps):
             pool = positives if step < cfg.positive_only_fraction * cfg.steps else rows
             stage = 0 if step < first * cfg.steps else 1 if step < second * cfg.steps else 2
             gpool = ground_pools[stage] or ground
@@ -282,27 +277,45 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
                 )
                 for r in batch_rows
             ]
-            batch = batcher.sft([Completion(r.messages, r.images, answer) for r, answer in pairs])
-            lr = optimizer.param_groups[0]["lr"]
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                recent = sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :])
-                log.writerow(
-                    [
-                        step,
-                        round(recent, 5),
-                        round(lr, 7),
-                        round(time.perf_counter() - started, 1),
-                    ]
-                )
-                log_file.flush()
-                bar.set_postfix(loss=f"{recent:.3f}")
+            yield batcher.sft([Completion(r.messages, r.images, answer) for r, answer in pairs])
+
+    class Batches(IterableDataset):
+        def __iter__(self):
+            return batches()
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # weight decay on every parameter (Trainer's default optimizer exempts biases and norms)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=1,  # one item of the stream is one whole batch
+        max_grad_norm=1.0,
+        logging_steps=cfg.log_every,
+        logging_first_step=True,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        accelerator_config={"dispatch_batches": False},  # each item is a whole batch: never re-slice it
+        use_cpu=True,  # the bases are ~1M parameters; on CPU every machine trains them bit for bit alike
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Batches(),
+        data_collator=lambda items: items[0],
+        optimizers=(optimizer, scheduler),
+    )
+    trainer.model_accepts_loss_kwargs = False  # the model's own mean over answer tokens, as before
+    route_logs(trainer, out)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     model.eval()
     info = {
         "arch": cfg.arch,
@@ -311,8 +324,8 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         "zoomworld_version": world["version"],
         "config": asdict(cfg),
         "spec": asdict(spec),
-        "final_loss": round(sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :]), 5),
-        "first_loss": round(losses[0], 5),
+        "final_loss": losses[-1],  # Trainer's mean over the last logging window
+        "first_loss": losses[0],  # the first step's
         "seconds": round(time.perf_counter() - started, 1),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from visrl_bench.core.boxes import Box
-from visrl_bench.core.errors import DataError, locate
+from visrl_bench.core.errors import DataError, VisrlError, locate
 from visrl_bench.metrics.choice import extract_letter
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
@@ -105,6 +105,20 @@ class Sample:
         if self.image is None:
             raise DataError("<sample>", f"sample {self.id} has no image")
         return self.image.load()
+
+    def open_for(self, adapter) -> tuple[Any, tuple[int, int] | None]:
+        """(image, the size `adapter` resizes it to) for a sample about to be asked; a VisrlError naming the
+        file for a sample read with an error, an image that does not load, or one the model's processor
+        refuses (Qwen's resize refuses an image past 200:1). Eval and `generate` both open samples here."""
+        if self.error:
+            raise VisrlError(self.error)
+        try:
+            image = self.load_image()
+            return image, adapter.input_size(image)
+        except VisrlError:
+            raise
+        except Exception as exc:
+            raise VisrlError(self.input_rejected(exc)) from None
 
     def input_rejected(self, exc: Exception) -> str:
         """The error record's text when a processor or model refuses this sample's input."""

@@ -47,7 +47,7 @@ def zoomworld_pretrain(
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Train a tiny base LMM on the pretrain split (perception), or with --grounding on the ground split too
-    (loss log in OUT/loss.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
+    (the Trainer's log in OUT/log.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
     from visrl_bench.core.config import load_config
     from visrl_bench.models.tiny import ARCHS
     from visrl_bench.trainers.pretrain import GROUNDING_STAGE, PretrainConfig, train

@@ -75,15 +75,9 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
     live, records = [], {}
     for position, sample in window:
         try:
-            if sample.error:
-                raise VisrlError(sample.error)
-            image = sample.load_image()
-            size = adapter.input_size(image)  # Qwen's resize refuses an image past 200:1 here
+            image, size = sample.open_for(adapter)
         except VisrlError as exc:
             records[position] = {"position": position, "id": sample.id, "error": str(exc)}
-            continue
-        except Exception as exc:
-            records[position] = {"position": position, "id": sample.id, "error": sample.input_rejected(exc)}
             continue
         live.append((position, sample, image, size))
     box_settings = GenerationSettings(

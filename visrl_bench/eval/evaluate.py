@@ -168,15 +168,9 @@ def _run_window(
     live: list[tuple[int, Sample, Any, tuple[int, int] | None]] = []
     for position, sample in window:
         try:
-            if sample.error:
-                raise VisrlError(sample.error)
-            image = sample.load_image()
-            size = adapter.input_size(image)  # Qwen's resize refuses an image past 200:1 here
+            image, size = sample.open_for(adapter)
         except VisrlError as exc:
             records[position] = {**task.score(sample, None, None), "error": str(exc)}
-            continue
-        except Exception as exc:
-            records[position] = {**task.score(sample, None, None), "error": sample.input_rejected(exc)}
             continue
         live.append((position, sample, image, size))
 
