@@ -4,7 +4,7 @@
 
 The ~30M LLaVA and Qwen2-VL checkpoints and a TextVQA-format fixture (square 320 px images). For each
 architecture three runs alternate: `direct`; `cot` as `eval` runs it (turn 2 continues from turn 1's KV
-cache); and `cot` with turn 2 prefilled from scratch (the adapter without `generate_two_turns`), which is what
+cache); and `cot` with turn 2 prefilled from scratch (the adapter without `generate_turns`), which is what
 the cache saves. Greedy with a fixed max_new_tokens for both turns; the random models rarely stop early, so
 every turn generates the same token budget. Cost = direct samples/s / cot samples/s.
 """
@@ -32,13 +32,13 @@ TARGET = 2.2
 
 
 class RefilledTurns:
-    """The adapter minus its own generate_two_turns: turn 2 is prefilled from scratch, as before the cache."""
+    """The adapter minus its own generate_turns: turn 2 is prefilled from scratch, as before the cache."""
 
     def __init__(self, adapter):
         self._adapter = adapter
 
     def __getattr__(self, name: str):
-        if name == "generate_two_turns":
+        if name == "generate_turns":
             raise AttributeError(name)
         return getattr(self._adapter, name)
 

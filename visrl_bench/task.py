@@ -257,3 +257,10 @@ class BaseTask:
     def write_outputs(self, records: Sequence[dict], out_dir: Path) -> list[Path]:
         """Hook for benchmark-specific files (e.g. an EvalAI submission); none by default."""
         return []
+
+
+def task_reward(task, sample: Sample, answer: str | None, row: dict | None = None) -> float:
+    """The reward RL takes from a task: its `reward_metric` (else its headline metric) on one answer, as
+    `score` computes it; the same number `generate` ranks trajectories by and GRPO trains on."""
+    key = getattr(task, "reward_metric", None) or task.headline_metrics[0]
+    return float(task.score(sample, answer, row)["scores"][key])

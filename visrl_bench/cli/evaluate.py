@@ -118,7 +118,7 @@ def eval_command(
         ),
     ] = None,
     mode: Annotated[
-        str, typer.Option(help="direct | cot | gt_box | random_box | center_box | box_no_crop")
+        str, typer.Option(help="direct | cot | zoom | gt_box | random_box | center_box | box_no_crop")
     ] = "direct",
     output: Annotated[Path | None, typer.Option(help="Run directory (default runs/<model>-<mode>).")] = None,
     resume: Annotated[
@@ -147,6 +147,9 @@ def eval_command(
     crop_min_side: Annotated[
         int | None, typer.Option(help="Minimum crop side in pixels (default: the task's; Visual-CoT: 224).")
     ] = None,
+    max_turns: Annotated[
+        int, typer.Option(min=1, help="zoom: the most crops a question may take (1 is cot).")
+    ] = 3,
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Task option key=value (or task.key=value for one task)."),

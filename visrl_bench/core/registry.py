@@ -109,7 +109,7 @@ MODELS.register(
 )
 
 _R = "visrl_bench.reasoning.modes"
-for _name in ("direct", "cot", "gt_box", "random_box", "center_box", "box_no_crop"):
+for _name in ("direct", "cot", "zoom", "gt_box", "random_box", "center_box", "box_no_crop"):
     MODES.register(_name, f"{_R}:{_name.upper()}")
 
 _TR = "visrl_bench.trainers"
@@ -119,6 +119,11 @@ TRAINERS.register(
 TRAINERS.register("dpo", f"{_TR}.dpo:RECIPE", description="trajectory-level DPO on `generate` pairs")
 TRAINERS.register(
     "step_dpo", f"{_TR}.step_dpo:RECIPE", description="VisRL step-level DPO: box-step + answer-step losses"
+)
+TRAINERS.register(
+    "grpo",
+    f"{_TR}.grpo:RECIPE",
+    description="GRPO on the box step: reward = the task's metric on the crop's answer",
 )
 TRAINERS.register(
     "visrl", f"{_TR}.visrl:RECIPE", description="SFT -> rounds of [generate -> step-DPO -> merge] -> eval"

@@ -46,6 +46,7 @@ from visrl_bench.datagen.rules import (
 )
 from visrl_bench.models import ChatRequest, GenerationSettings
 from visrl_bench.reasoning import FocusStep, box_step_messages
+from visrl_bench.task import task_reward
 
 QUESTIONS_FILE = "questions.jsonl"
 PAIRS_FILE = "pairs.jsonl"
@@ -71,7 +72,6 @@ def _safe(name: str) -> str:
 def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: int) -> list[dict]:
     conv = adapter.box_convention
     min_side = cfg.crop_min_side or task.default_crop_min_side
-    reward_key = getattr(task, "reward_metric", None) or task.headline_metrics[0]
     live, records = [], {}
     for position, sample in window:
         try:
@@ -127,7 +127,7 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
         row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
         for c in cands:
             c.answers = next(it)
-            c.rewards = [float(task.score(sample, a, row)["scores"][reward_key]) for a in c.answers]
+            c.rewards = [task_reward(task, sample, a, row) for a in c.answers]
         records[position] = _question_record(task, position, sample, image, cands, cfg, out)
     return [records[p] for p, _ in window]
 

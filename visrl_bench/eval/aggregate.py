@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from visrl_bench.core.errors import VisrlError
-from visrl_bench.metrics.stats import add_metric, mean_ci_percent
+from visrl_bench.metrics.stats import add_metric, bootstrap_ci, mean_ci_percent
 
 RUN_COUNTS = {"errors", "missing_predictions", "error_examples"}  # what the run adds beside a task's metrics
 FOCUS_NOTES = {
@@ -14,6 +16,13 @@ FOCUS_NOTES = {
     "(errored samples are not in it; they are counted in errors)",
     "focus_parse_failure_rate": "% of the model's focus boxes that did not parse (the crop was then the "
     "full image)",
+}
+ZOOM_NOTES = {
+    "zoom_crops": "crops per question (zoom); the first box is the focus box of focus_iou",
+    "focus_iou_best": "IoU with the gold box of the best of a question's boxes (zoom)",
+    "focus_iou_last": "IoU with the gold box of a question's last box (zoom)",
+    "zoom_invalid_call_rate": "% of the replies after a crop that wrote box-like numbers that did not parse "
+    "as a box (read as the answer)",
 }
 
 
@@ -33,6 +42,25 @@ def focus_metrics(records: list[dict], seed: int) -> dict[str, Any]:
         value, ci = mean_ci_percent([float(v >= 0.5) for v in ious], seed=seed)
         add_metric(out, "focus_acc@0.5", value, ci)
         out["focus_n"] = len(ious)
+    out.update(zoom_metrics(with_focus, seed))
+    return out
+
+
+def zoom_metrics(records: list[dict], seed: int) -> dict[str, Any]:
+    """Multi-turn zoom: crops per question, the best and the last box's IoU, invalid box calls."""
+    out: dict[str, Any] = {}
+    zoomed = [r["zoom"] for r in records if "zoom" in r]
+    if not zoomed:
+        return out
+    crops = np.array([z["crops"] for z in zoomed], dtype=float)
+    add_metric(out, "zoom_crops", float(crops.mean()), bootstrap_ci(crops, seed=seed))
+    graded = [z["boxes"] for z in zoomed if all("iou" in b for b in z["boxes"])]
+    if graded:
+        for name, pick in (("focus_iou_best", max), ("focus_iou_last", lambda v: v[-1])):
+            value, ci = mean_ci_percent([pick([b["iou"] for b in boxes]) for boxes in graded], seed=seed)
+            add_metric(out, name, value, ci)
+    replies = sum(z["crops"] for z in zoomed)
+    out["zoom_invalid_call_rate"] = round(100 * sum(len(z["invalid_calls"]) for z in zoomed) / replies, 6)
     return out
 
 

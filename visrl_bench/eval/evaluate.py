@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench import __version__
-from visrl_bench.core.boxes import iou
+from visrl_bench.core.boxes import iou, parse_box
 from visrl_bench.core.config import validate
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.core.io import json_text
 from visrl_bench.core.registry import MODES, TASKS
 from visrl_bench.core.rundir import append_records, changed_keys, read_identity, read_records
-from visrl_bench.eval.aggregate import FOCUS_NOTES, aggregate_run
+from visrl_bench.eval.aggregate import FOCUS_NOTES, ZOOM_NOTES, aggregate_run
 from visrl_bench.eval.scoring import git_hash, package_versions
-from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_two_turns
-from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text
+from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_turns
+from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text, zoom_request
 from visrl_bench.task import Sample
 
 SAMPLES_FILE = "samples.jsonl"
@@ -57,16 +57,26 @@ class EvalConfig(Bounded):
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    max_turns: int = 3  # zoom: most crops a question may take (1 is cot)
 
     BOUNDS: ClassVar[Bounds] = {
         "batch_size": (1, None),
         "seed": (0, None),
         "crop_min_side": (1, None),
         "limit": (1, None),
+        "max_turns": (1, None),
     }
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode == "zoom" and self.max_turns > 1 and self.generation.num_return_sequences > 1:
+            raise VisrlError("mode zoom with max_turns > 1 decodes one sample a turn: num_return_sequences 1")
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.mode != "zoom":  # a zoom-only option: other runs' records stay as they were
+            d.pop("max_turns")
+        return d
 
 
 _GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
@@ -105,6 +115,7 @@ def _identity(cfg: EvalConfig, adapter: LMMAdapter, tasks: list) -> dict[str, An
         "generation": cfg.generation.as_dict(),
         "seed": cfg.seed,
         "crop_min_side": cfg.crop_min_side,
+        **({"max_turns": cfg.max_turns} if cfg.mode == "zoom" else {}),
     }
 
 
@@ -175,10 +186,9 @@ def _run_window(
         live.append((position, sample, image, size))
 
     focus: dict[int, dict] = {}
+    zooms: dict[int, list[dict]] = {}  # zoom: every box step's record, in turn order
 
-    def record_focus(j: int, step: FocusStep) -> ChatRequest:
-        """Record sample j's box step; its answer turn: the image and the crop (or the image again)."""
-        position, sample, image, _ = live[j]
+    def focus_info(sample: Sample, step: FocusStep) -> dict:
         info = {
             "source": mode.box_source,
             "text": step.text,
@@ -189,7 +199,12 @@ def _run_window(
         }
         if sample.gold_boxes:
             info["iou"] = max(iou(step.box, g) for g in sample.gold_boxes) if step.box else 0.0
-        focus[position] = info
+        return info
+
+    def record_focus(j: int, step: FocusStep) -> ChatRequest:
+        """Record sample j's box step; its answer turn: the image and the crop (or the image again)."""
+        position, sample, image, _ = live[j]
+        focus[position] = focus_info(sample, step)
         return step.request(sample.question, task.prompt(sample), image)
 
     if not live:
@@ -197,17 +212,34 @@ def _run_window(
     elif mode.model_writes_box:
         box_requests = [ChatRequest(box_step_messages(s.question), [im]) for _, s, im, _ in live]
         requests = [None] * len(live)
+        crops = cfg.max_turns if mode.zoom else 1
+        steps_of: list[list[FocusStep]] = [[] for _ in live]
+        invalid: dict[int, list[int]] = {}  # zoom: the turns whose reply was a box call that did not parse
 
-        def model_box(j: int, text: str) -> ChatRequest:
-            image, resized = live[j][2], live[j][3]
-            step = FocusStep.from_text(text, image, conv, resized, min_side, crop=mode.crop)
-            requests[j] = record_focus(j, step)
+        def model_box(j: int, turn: int, text: str) -> ChatRequest | None:
+            """The turn after sample j's reply `text`: its crop and the answer turn (or, zooming with crops
+            left, the turn that may ask for one more); None once the reply after a crop is the answer."""
+            position, sample, image, resized = live[j]
+            parsed = parse_box(text, conv, image.size, resized)
+            if turn > 1 and (parsed.box is None or len(steps_of[j]) >= crops):
+                if parsed.box is None and not (parsed.reason or "").startswith("no box found"):
+                    invalid.setdefault(position, []).append(turn)  # box-like numbers that do not parse
+                return None
+            step = FocusStep.of(text, parsed, image, min_side, crop=mode.crop)
+            steps_of[j].append(step)
+            if turn == 1:
+                focus[position] = focus_info(sample, step)
+            if mode.zoom:
+                zooms.setdefault(position, []).append(focus_info(sample, step))
+            final = len(steps_of[j]) >= crops
+            requests[j] = zoom_request(steps_of[j], sample.question, task.prompt(sample), image, final)
             return requests[j]
 
         box_settings = replace(settings, num_return_sequences=1)
-        _, outputs = generate_two_turns(
-            adapter, box_requests, model_box, box_settings, settings, cfg.batch_size
+        turns = generate_turns(
+            adapter, box_requests, model_box, [box_settings, settings], cfg.batch_size, max_turns=crops + 1
         )
+        outputs = [t[-1] for t in turns]
     else:
         if mode.two_turns:  # a control: we supply the box
             requests = [
@@ -241,12 +273,23 @@ def _run_window(
                     "output": focus[position]["text"],
                 }
             )
+        for n, info in enumerate(zooms.get(position, [])[1:], start=1):  # zoom: the boxes after the first
+            steps.append(
+                {"step": "zoom", "prompt": turn_text(request.messages, 2 * n), "output": info["text"]}
+            )
         steps.append({"step": "answer", "prompt": turn_text(request.messages, -1), "output": outs[0]})
         rec["steps"] = steps
         if len(outs) > 1:
             rec["outputs"] = outs
         if mode.two_turns:
             rec["focus"] = focus[position]
+        if mode.zoom:
+            rec["zoom"] = {
+                "crops": len(zooms[position]),
+                "max_turns": cfg.max_turns,
+                "boxes": zooms[position],
+                "invalid_calls": invalid.get(position, []),
+            }
         records[position] = rec
     return [{"task": task.name, "position": p, **records[p]} for p, _ in window]
 
@@ -318,7 +361,7 @@ def evaluate(
     per_task = aggregate_run(tasks, records, cfg.seed, cfg.limit)
     notes = {}
     for t in tasks:
-        shown = {k: v for k, v in FOCUS_NOTES.items() if k in per_task.get(t.name, {})}
+        shown = {k: v for k, v in {**FOCUS_NOTES, **ZOOM_NOTES}.items() if k in per_task.get(t.name, {})}
         if t.metric_notes or shown:
             notes[t.name] = {**t.metric_notes, **shown}
     results = {

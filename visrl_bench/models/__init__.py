@@ -8,7 +8,7 @@ inside `visrl_bench.models.hf` (one module per architecture), when a model is lo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -73,6 +73,55 @@ class LMMAdapter(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+# (request index, the turn just answered (1-based), its reply) -> the next turn's request, or None: done
+FollowUp = Callable[[int, int, str], "ChatRequest | None"]
+
+
+def generate_turns(
+    adapter: LMMAdapter,
+    first: list[ChatRequest],
+    follow_up: FollowUp,
+    settings: Sequence[GenerationSettings],
+    batch_size: int = 1,
+    max_turns: int = 2,
+) -> list[list[list[str]]]:
+    """A dialogue per request, turn by turn: the model answers `first[i]`, then `follow_up(i, turn, reply)`
+    builds the next turn (it repeats the dialogue so far and adds the reply, a new image, an instruction)
+    until it returns None or `max_turns` turns were generated. Turn t decodes with `settings[t - 1]` (the
+    last entry for the turns after). Returns, per request, the outputs of each of its turns: one text a turn,
+    except that the last possible turn (`max_turns`) may sample K. Visual CoT is two turns (box, answer);
+    multi-turn zoom asks for one more box per turn.
+
+    An adapter may do this faster itself (`HFAdapter` continues each turn from the previous turn's KV
+    cache); the turns are then the same, but come in batches. Otherwise every turn is prefilled afresh.
+    """
+    for turn, s in enumerate(settings[: max_turns - 1], start=1):
+        if s.num_return_sequences != 1:
+            raise ValueError(
+                f"turn {turn} of {max_turns} may be followed by another: it must decode 1 sample"
+            )
+    own = getattr(adapter, "generate_turns", None)
+    if own is not None:
+        return own(first, follow_up, settings, batch_size, max_turns)
+    turns: list[list[list[str]]] = [[] for _ in first]
+    requests, live = list(first), list(range(len(first)))
+    for turn in range(1, max_turns + 1):
+        outputs = adapter.generate([requests[i] for i in live], _turn_settings(settings, turn), batch_size)
+        for i, outs in zip(live, outputs, strict=True):
+            turns[i].append(outs)
+        if turn == max_turns:
+            break
+        nxt = {i: follow_up(i, turn, turns[i][-1][0]) for i in live}
+        live = [i for i in live if nxt[i] is not None]
+        for i in live:
+            requests[i] = nxt[i]
+    return turns
+
+
+def _turn_settings(settings: Sequence[GenerationSettings], turn: int) -> GenerationSettings:
+    return settings[min(turn, len(settings)) - 1]
+
+
 def generate_two_turns(
     adapter: LMMAdapter,
     first: list[ChatRequest],
@@ -81,17 +130,12 @@ def generate_two_turns(
     settings: GenerationSettings,
     batch_size: int = 1,
 ) -> tuple[list[str], list[list[str]]]:
-    """One reply per `first` request, then K replies to the turn 2 that `follow_up(index, reply)` builds.
-
-    An adapter may do this faster itself (`HFAdapter` continues turn 2 from turn 1's KV cache); the turns
-    are then the same, but come in batches. Otherwise: turn 1 for all, then turn 2 for all.
-    """
-    own = getattr(adapter, "generate_two_turns", None)
-    if own is not None:
-        return own(first, follow_up, first_settings, settings, batch_size)
-    replies = [outs[0] for outs in adapter.generate(first, first_settings, batch_size)]
-    second = [follow_up(i, reply) for i, reply in enumerate(replies)]
-    return replies, adapter.generate(second, settings, batch_size)
+    """Visual CoT's two turns: one reply per `first` request, then K replies to the turn 2 that
+    `follow_up(index, reply)` builds (`generate_turns` with two turns)."""
+    turns = generate_turns(
+        adapter, first, lambda i, turn, reply: follow_up(i, reply), [first_settings, settings], batch_size, 2
+    )
+    return [t[0][0] for t in turns], [t[1] for t in turns]
 
 
 def read_arch(path: str | Path) -> str:

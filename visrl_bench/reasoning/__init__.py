@@ -4,12 +4,14 @@ from visrl_bench.reasoning.dialogue import (
     ANSWER_INSTRUCTION,
     BOX_INSTRUCTION,
     PROMPT_VERSION,
+    ZOOM_INSTRUCTION,
     answer_step_messages,
     box_step_messages,
     direct_messages,
     turn_text,
+    zoom_messages,
 )
-from visrl_bench.reasoning.focus import FocusStep
+from visrl_bench.reasoning.focus import FocusStep, zoom_request
 from visrl_bench.reasoning.modes import (
     BOX_NO_CROP,
     CENTER_BOX,
@@ -17,6 +19,7 @@ from visrl_bench.reasoning.modes import (
     DIRECT,
     GT_BOX,
     RANDOM_BOX,
+    ZOOM,
     Mode,
     center_box,
     random_box,
@@ -32,6 +35,8 @@ __all__ = [
     "GT_BOX",
     "PROMPT_VERSION",
     "RANDOM_BOX",
+    "ZOOM",
+    "ZOOM_INSTRUCTION",
     "FocusStep",
     "Mode",
     "answer_step_messages",
@@ -40,4 +45,6 @@ __all__ = [
     "direct_messages",
     "random_box",
     "turn_text",
+    "zoom_messages",
+    "zoom_request",
 ]

@@ -12,6 +12,11 @@ BOX_INSTRUCTION = (
     "Please provide the bounding box coordinate of the region that can help you answer the question better."
 )
 ANSWER_INSTRUCTION = "Please answer the question based on the original image and local detail image."
+# multi-turn zoom, after a crop while more are allowed: answer, or ask for one more region
+ZOOM_INSTRUCTION = (
+    "Please answer the question based on the original image and local detail images, or, if another region "
+    "would help more, provide only its bounding box coordinate."
+)
 
 
 def box_step_messages(question: str) -> list[dict]:
@@ -24,14 +29,25 @@ def box_step_messages(question: str) -> list[dict]:
 
 
 def answer_step_messages(question: str, box_text: str, task_prompt: str) -> list[dict]:
-    return [
-        *box_step_messages(question),
-        {"role": "assistant", "content": [{"type": "text", "text": box_text}]},
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": f"{ANSWER_INSTRUCTION} {task_prompt}"}],
-        },
-    ]
+    """Visual CoT's answer turn: the box turn, the box, then the crop and the task's prompt."""
+    return zoom_messages(question, [box_text], task_prompt, final=True)
+
+
+def zoom_messages(question: str, box_texts: list[str], task_prompt: str, final: bool) -> list[dict]:
+    """The dialogue after the box turns `box_texts`: each box reply is followed by a user turn holding its
+    crop. The earlier of those offered to answer or zoom again (the model zoomed); the last asks for the
+    answer when `final` (no crop left), else offers both. One box, final: visual CoT's answer turn."""
+    messages = box_step_messages(question)
+    for n, text in enumerate(box_texts, start=1):
+        instruction = ANSWER_INSTRUCTION if final and n == len(box_texts) else ZOOM_INSTRUCTION
+        messages += [
+            {"role": "assistant", "content": [{"type": "text", "text": text}]},
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": f"{instruction} {task_prompt}"}],
+            },
+        ]
+    return messages
 
 
 def direct_messages(task_prompt: str) -> list[dict]:

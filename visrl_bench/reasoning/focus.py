@@ -21,7 +21,7 @@ from visrl_bench.core.boxes import (
     parse_box,
 )
 from visrl_bench.models import ChatRequest
-from visrl_bench.reasoning.dialogue import answer_step_messages
+from visrl_bench.reasoning.dialogue import zoom_messages
 
 
 @dataclass
@@ -76,4 +76,11 @@ class FocusStep:
 
     def request(self, question: str, task_prompt: str, image) -> ChatRequest:
         """The answer turn: the box turn, this box as the reply, then the image and the second image."""
-        return ChatRequest(answer_step_messages(question, self.text, task_prompt), [image, self.second])
+        return zoom_request([self], question, task_prompt, image, final=True)
+
+
+def zoom_request(steps: list[FocusStep], question: str, task_prompt: str, image, final: bool) -> ChatRequest:
+    """The turn after the focus steps `steps` (one per box turn): the dialogue, then the image and every
+    step's second image in order. `final`: it must answer (no crop left); else it may zoom again."""
+    messages = zoom_messages(question, [s.text for s in steps], task_prompt, final)
+    return ChatRequest(messages, [image, *(s.second for s in steps)])

@@ -1,6 +1,9 @@
 """Reasoning modes: how a question becomes model turns (Visual Chain-of-Thought and its controls).
 
 - `direct`: one turn, the image and the task's prompt.
+- `zoom`: multi-turn visual CoT: after each crop the model answers or asks for one more box, up to
+  `max_turns` crops (an eval option); the last allowed crop is followed by visual CoT's answer turn, so
+  `max_turns=1` is `cot`. A reply after a crop that parses as a box is a zoom; anything else is the answer.
 - `cot`: turn 1 asks for the box of the region that helps answer; the reply is parsed in the model's box
   convention; the crop of that region becomes the second image of turn 2, which asks the task's prompt with
   both images (Visual-CoT). An unparsable box: the full image is the second image and the failure recorded.
@@ -21,7 +24,12 @@ from typing import TYPE_CHECKING
 
 from visrl_bench.core.boxes import Box, ImageSize
 from visrl_bench.core.seeding import seeded_random
-from visrl_bench.reasoning.dialogue import ANSWER_INSTRUCTION, BOX_INSTRUCTION, PROMPT_VERSION
+from visrl_bench.reasoning.dialogue import (
+    ANSWER_INSTRUCTION,
+    BOX_INSTRUCTION,
+    PROMPT_VERSION,
+    ZOOM_INSTRUCTION,
+)
 
 if TYPE_CHECKING:
     from visrl_bench.task import Sample
@@ -37,12 +45,15 @@ class Mode:
     box_source: str | None = None  # recorded per sample: None (no box step), "model", or the control's name
     crop: bool = True  # the second image is the crop of the box (False: the full image again)
     control_box: ControlBox | None = None  # who writes the box: the model when None
+    zoom: bool = False  # the model may ask for more boxes, one per turn (eval's max_turns crops at most)
 
     version = PROMPT_VERSION
 
     def __post_init__(self) -> None:
         if self.box_source is not None and (self.box_source == "model") != (self.control_box is None):
             raise ValueError(f"mode {self.name}: a control_box, or box_source 'model', not both or neither")
+        if self.zoom and self.box_source != "model":
+            raise ValueError(f"mode {self.name}: only a model that writes its boxes can zoom")
 
     @property
     def two_turns(self) -> bool:
@@ -57,6 +68,8 @@ class Mode:
         text = (
             f"{PROMPT_VERSION}\n{BOX_INSTRUCTION}\n{ANSWER_INSTRUCTION}" if self.two_turns else PROMPT_VERSION
         )
+        if self.zoom:
+            text += f"\n{ZOOM_INSTRUCTION}"
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -93,6 +106,12 @@ CENTER_BOX = Mode(
     "control: the centre box [0.25, 0.25, 0.75, 0.75] -> crop -> answer",
     "center",
     control_box=lambda sample, size, seed: center_box(size),
+)
+ZOOM = Mode(
+    "zoom",
+    "multi-turn visual CoT: box -> crop -> answer or one more box (up to max_turns crops)",
+    "model",
+    zoom=True,
 )
 BOX_NO_CROP = Mode(
     "box_no_crop",

@@ -269,63 +269,86 @@ class HFAdapter:
         single.num_return_sequences = 1
         return self._model_generate(**rest, cache=cache, generation_config=single)
 
-    # --- two turns, one cache (visual CoT) ---------------------------------------------------------------
+    # --- several turns, one cache (visual CoT, multi-turn zoom) -----------------------------------------
     @torch.inference_mode()
-    def generate_two_turns(
+    def generate_turns(
         self,
         first: Sequence[ChatRequest],
-        follow_up: Callable[[int, str], ChatRequest],
-        first_settings: GenerationSettings,
-        settings: GenerationSettings,
+        follow_up: Callable[[int, int, str], ChatRequest | None],
+        settings: Sequence[GenerationSettings],
         batch_size: int = 1,
-    ) -> tuple[list[str], list[list[str]]]:
-        """Turn 1 (one reply per request), then the turn 2 that `follow_up(index, reply)` builds from it.
+        max_turns: int = 2,
+    ) -> list[list[list[str]]]:
+        """`models.generate_turns`, each turn continued from the previous turn's KV cache.
 
-        Turn 2 repeats turn 1's prompt word for word (the dialogue so far, then the reply and a new image).
-        Prefilling it again would run the vision tower and the whole first prompt a second time, so turn
-        2 continues from turn 1's KV cache, cut back to the end of the first prompt; only the reply, the
-        second image and the new instruction go through the model. The reply is re-tokenised from its
-        text, as a fresh turn-2 prompt would be. Where a row's turn-2 tokens do not start with its turn-1
-        prompt's (a tokeniser that merges across the boundary), that batch prefills turn 2 from scratch.
+        Turn t+1 repeats turn t's prompt word for word (the dialogue so far, then the reply, a new image
+        and an instruction). Prefilling it again would run the vision tower and the whole dialogue again, so
+        it continues from turn t's cache, cut back to the end of turn t's prompt; only the reply, the new
+        image and the new instruction go through the model. The reply is re-tokenised from its text, as a
+        fresh prompt would be. Rows whose dialogue ended leave the batch (and the cache). Where a row's new
+        tokens do not start with its previous prompt's (a tokeniser that merges across the boundary), that
+        batch prefills the turn from scratch.
         """
-        texts1 = [self.render(r) for r in first]
-        order = self._length_order(texts1, first)
-        config1, config2 = self._generation_config(first_settings), self._generation_config(settings)
-        k = settings.num_return_sequences
-        replies: list[str] = [""] * len(first)
-        results: list[list[str]] = [[] for _ in first]
+        texts = [self.render(r) for r in first]
+        order = self._length_order(texts, first)
+        configs = [self._generation_config(s) for s in settings]
+        turns: list[list[list[str]]] = [[] for _ in first]
         for start in range(0, len(order), max(batch_size, 1)):
-            chunk = order[start : start + max(batch_size, 1)]
-            inputs1 = self._encode([texts1[i] for i in chunk], [first[i] for i in chunk])
-            if not first_settings.greedy:
-                torch.manual_seed(first_settings.seed + start)
+            rows = order[start : start + max(batch_size, 1)]
+            requests = [first[i] for i in rows]
+            inputs = self._encode([texts[i] for i in rows], requests)
+            k = self._seed_turn(settings, 1, start)
             cache = append_in_place_cache(self.model.config)
-            out1 = self._model_generate(**inputs1, cache=cache, generation_config=config1)
-            prompt1 = inputs1["input_ids"].shape[1]
-            for i, outs in zip(chunk, self._decode(out1, prompt1, 1, len(chunk)), strict=True):
-                replies[i] = outs[0]
-            second = [follow_up(i, replies[i]) for i in chunk]
-            texts2 = [self.render(r) for r in second]
-            inputs2 = self._encode(texts2, second)
-            if not settings.greedy:
-                torch.manual_seed(settings.seed + start)
-            joined = None
-            if all(self._repeats_images(first[i], r) for i, r in zip(chunk, second, strict=True)):
-                counts = [(len(first[i].images), len(r.images)) for i, r in zip(chunk, second, strict=True)]
-                joined = self._join_turns(inputs1, inputs2, self._new_images(counts))
-            self.turn_two_batches["refilled" if joined is None else "from_turn_one_cache"] += 1
-            if joined is None:
-                out = self._generate_batch(inputs2, config2, k)
-                prompt2 = inputs2["input_ids"].shape[1]
+            if k > 1:  # one turn only
+                out = self._generate_batch(inputs, configs[0], k)
             else:
-                cache.crop(prompt1 - cache.get_seq_length())
-                suffix, full = joined
-                self.model(**suffix, cache=cache, use_cache=True, logits_to_keep=1)
-                out = self._continue(cache, full, config2, k)
-                prompt2 = full["input_ids"].shape[1]
-            for i, outs in zip(chunk, self._decode(out, prompt2, k, len(chunk)), strict=True):
-                results[i] = outs
-        return [replies[i] for i in range(len(first))], results
+                out = self._model_generate(**inputs, cache=cache, generation_config=configs[0])
+            prompt = inputs["input_ids"].shape[1]
+            for i, outs in zip(rows, self._decode(out, prompt, k, len(rows)), strict=True):
+                turns[i].append(outs)
+            for turn in range(2, max_turns + 1):
+                nxt = [follow_up(i, turn - 1, turns[i][-1][0]) for i in rows]
+                keep = [j for j, r in enumerate(nxt) if r is not None]
+                if not keep:
+                    break
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    inputs = {key: inputs[key][index] for key in self._PER_TOKEN_INPUTS if key in inputs}
+                    rows, requests, nxt = ([x[j] for j in keep] for x in (rows, requests, nxt))
+                inputs2 = self._encode([self.render(r) for r in nxt], nxt)
+                k = self._seed_turn(settings, turn, start)
+                config = configs[min(turn, len(configs)) - 1]
+                joined = None
+                if all(self._repeats_images(a, b) for a, b in zip(requests, nxt, strict=True)):
+                    counts = [(len(a.images), len(b.images)) for a, b in zip(requests, nxt, strict=True)]
+                    joined = self._join_turns(inputs, inputs2, self._new_images(counts))
+                self.turn_two_batches["refilled" if joined is None else "from_turn_one_cache"] += 1
+                if joined is None:
+                    cache = append_in_place_cache(self.model.config)
+                    if k > 1:
+                        out = self._generate_batch(inputs2, config, k)
+                    else:
+                        out = self._model_generate(**inputs2, cache=cache, generation_config=config)
+                    full = inputs2
+                else:
+                    cache.crop(prompt - cache.get_seq_length())
+                    suffix, full = joined
+                    self.model(**suffix, cache=cache, use_cache=True, logits_to_keep=1)
+                    out = self._continue(cache, full, config, k)
+                prompt = full["input_ids"].shape[1]
+                for i, outs in zip(rows, self._decode(out, prompt, k, len(rows)), strict=True):
+                    turns[i].append(outs)
+                inputs, requests = full, nxt
+        return turns
+
+    @staticmethod
+    def _seed_turn(settings: Sequence[GenerationSettings], turn: int, start: int) -> int:
+        """Seed a sampled turn as a one-turn batch at `start` is seeded; returns the turn's K."""
+        s = settings[min(turn, len(settings)) - 1]
+        if not s.greedy:
+            torch.manual_seed(s.seed + start)
+        return s.num_return_sequences
 
     @staticmethod
     def _repeats_images(first: ChatRequest, second: ChatRequest) -> bool:
