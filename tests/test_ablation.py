@@ -326,3 +326,26 @@ def test_more_lanes_than_jobs_in_worker_processes(tmp_path, zoomworld, tiny_chec
     assert "4/4 cells done, 0 failed" in result.output
     leaked = capfd.readouterr()
     assert leaked.out.strip() == "" and leaked.err.strip() == "", leaked
+
+
+def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld, tiny_checkpoints):
+    from visrl_bench.experiments.ablation import PRESETS
+
+    assert {"grpo", "grpo_permuted_rewards"} <= set(PRESETS["full"]["rows"])  # the full table has them
+    tiny_grpo = ["grpo.max_steps=2", "grpo.batch_size=4", "grpo.num_generations=4", "grpo.limit=4"]
+    tiny_grpo += ["grpo.max_completion_length=6", "grpo.logging_steps=1"]
+    cfg = _grid_config(
+        tmp_path, zoomworld, tiny_checkpoints, ["sft", "grpo", "grpo_permuted_rewards"], tiny_grpo
+    )
+    cfg.bases = {"qwen2_vl": cfg.bases["qwen2_vl"]}
+    summary = run_ablation(cfg, jobs=1, progress=False)
+    assert summary["done"] == 3 and summary["failed"] == 0
+    for row in ("grpo", "grpo_permuted_rewards"):
+        info = json.loads((cfg.cell_dir(row, "qwen2_vl", 0) / "cell.json").read_text())
+        assert info["trainer"] == "grpo" and info["grpo"]["steps"] == 2
+        assert info["grpo"]["sampled_boxes"] == info["grpo"]["answer_rollouts"] == 8
+    permuted = json.loads((cfg.cell_dir("grpo_permuted_rewards", "qwen2_vl", 0) / "cell.json").read_text())
+    assert permuted["grpo_overrides"] == {"permute_rewards": True}
+    stamp = (cfg.cell_dir("grpo", "qwen2_vl", 0) / "cell.json").stat().st_mtime_ns
+    run_ablation(cfg, jobs=1, progress=False)  # a rerun skips finished cells
+    assert (cfg.cell_dir("grpo", "qwen2_vl", 0) / "cell.json").stat().st_mtime_ns == stamp

@@ -106,7 +106,10 @@ class Lane:
         else:
             model = self.sft(more_data=row.start == "sft_more")
         stats: list[dict] = []
-        if row.trainer is not None:
+        grpo_summary = None
+        if row.trainer == "grpo":
+            model, grpo_summary = self.grpo(row, model, cell / "work")
+        elif row.trainer is not None:
             model, stats = self.rounds(row, model, cell / "work")
         results = self._timed("eval", self.evaluate, model, cell, row.mode)
         info = {
@@ -120,7 +123,7 @@ class Lane:
             "trainer": row.trainer,
             "generate_overrides": row.generate,
             "dpo_overrides": row.dpo,
-            "rounds": cfg.rounds if row.trainer else 0,
+            "rounds": cfg.rounds if row.trainer in ("dpo", "step_dpo") else 0,
             "generate_stats": [
                 {
                     k: portable(s.get(k)) if k == "derived_from" else s.get(k)
@@ -142,8 +145,45 @@ class Lane:
             "seconds": round(time.perf_counter() - started, 1),
             "metrics": results["results"].get(cfg.task, {}),
         }
+        if grpo_summary is not None:  # the compute GRPO spent, beside the DPO rows' pair counts
+            info["grpo_overrides"] = row.grpo
+            info["grpo"] = {
+                k: grpo_summary.get(k)
+                for k in (
+                    "steps",
+                    "sampled_boxes",
+                    "answer_rollouts",
+                    "first_reward",
+                    "final_reward",
+                    "seconds",
+                )
+            }
         write_text_atomic(cell / CELL_FILE, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         return cell
+
+    def grpo(self, row: Row, sft_model: Path, work: Path) -> tuple[Path, dict]:
+        """GRPO from the lane's SFT model on the RL split (once; a rerun keeps a finished model)."""
+        from visrl_bench.core.config import load_config
+        from visrl_bench.trainers.grpo import GRPOConfig, train
+
+        final = work / "grpo" / "final"
+        if not _done(final):
+            values = {
+                **self.cfg.grpo,
+                **row.grpo,
+                "model": str(sft_model),
+                "out": str(work / "grpo"),
+                "task": self.cfg.task,
+                "data": self.cfg.data,
+                "split": self.cfg.rl_split,
+                "task_options": dict(self.cfg.task_options),
+                "answer_max_new_tokens": self.cfg.max_new_tokens,
+                "seed": self.seed,
+                "device": self.cfg.device,
+                "progress": self.progress,
+            }
+            self._timed("grpo", train, load_config(GRPOConfig, **values))
+        return final, json.loads((work / "grpo" / "train_summary.json").read_text())
 
     def rounds(self, row: Row, sft_model: Path, work: Path) -> tuple[Path, list[dict]]:
         from visrl_bench.trainers.visrl import VisRLConfig, final_model, run
