@@ -43,10 +43,11 @@ def test_grid_expansion_and_precedence(tmp_path):
     assert cfg.generate["k"] == "4" and cfg.generate["limit"] == ablation.PRESETS["full"]["generate"]["limit"]
     assert cfg.seeds == [5, 6]
     cells = cfg.cells()
-    assert len(cells) == len(ablation.ROWS) * 2 * 2
+    rows = len(ablation.ROWS) + len(ablation.GRPO_ROWS)  # the full preset runs the GRPO family too
+    assert len(cells) == rows * 2 * 2
     # lanes outermost (a lane's shared SFT is reused at once), rows in table order inside a lane
     assert [(r.name, b, s) for r, b, s in cells[:2]] == [("base_direct", "llava", 5), ("sft", "llava", 5)]
-    assert {(b, s) for _, b, s in cells[: len(ablation.ROWS)]} == {("llava", 5)}
+    assert {(b, s) for _, b, s in cells[:rows]} == {("llava", 5)}
     assert cfg.cell_dir("visrl", "llava", 5) == Path(cfg.out) / "cells" / "visrl" / "llava" / "seed5"
     # the grid may grow without invalidating finished cells; a stage setting may not
     grown = load_ablation_config(_yaml(tmp_path, BASE_YAML + "rounds: 3\n"), "full", ["seeds=[5, 6, 7]"])
