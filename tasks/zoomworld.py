@@ -2,7 +2,9 @@
 visrl_bench.datagen.zoomworld). `--data` is a folder written by `visrl-bench zoomworld generate`.
 
 Metric: accuracy of the answer (exact match of the pattern name after lower-casing and trimming), overall and
-per target shape; chance is 25% (four patterns). Gold focus boxes are the target objects' boxes.
+per target shape; chance is 25% (four patterns). Gold focus boxes are the target objects' boxes. The `pairs`
+split asks whether two objects carry the same tile (yes / no, chance 50%; category `pair`); both objects'
+boxes are its gold boxes, and no single crop holds both tiles.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import Any, ClassVar
 from visrl_bench.core.boxes import gold_box, image_dimensions
 from visrl_bench.core.errors import DataError
 from visrl_bench.core.io import iter_jsonl, read_json
-from visrl_bench.datagen.zoomworld import ANSWERS, NONE, PATTERNS
+from visrl_bench.datagen.zoomworld import ANSWERS, NONE, PAIR_ANSWERS, PATTERNS
 from visrl_bench.task import BaseTask, ImageSource, Sample, checked
 
 _ANSWER_RE = re.compile("|".join(re.escape(a) for a in sorted(ANSWERS, key=len, reverse=True)))
+_PAIR_RE = re.compile(r"\b(" + "|".join(PAIR_ANSWERS) + r")\b")
+PAIR = "pair"
 
 
-def extract_answer(text: str) -> str | None:
-    """The first answer word in the text (the tiny models write just the word; real ones may say more)."""
-    m = _ANSWER_RE.search(text.lower())
+def extract_answer(text: str, pair: bool = False) -> str | None:
+    """The first answer word in the text (the tiny models write just the word; real ones may say more): a
+    pattern name or none, or for a two-region question yes or no ("none" is not "no")."""
+    m = (_PAIR_RE if pair else _ANSWER_RE).search(text.lower())
     return m.group(0) if m else None
 
 
@@ -33,8 +38,9 @@ class ZoomWorld(BaseTask):
         "ZoomWorld (synthetic): read an object's tile, unreadable without a crop; accuracy, focus IoU"
     )
     prompt_template = "{question} Answer with the pattern name, or none."
+    pair_prompt_template = "{question} Answer yes or no."
     headline_metrics = ("accuracy",)
-    splits = ("test", "sft", "rl")
+    splits = ("test", "sft", "rl", "pairs")
     default_split = "test"
     has_gold_boxes = True
     default_crop_min_side: ClassVar[int] = 32  # = ZoomWorldConfig.crop_min_side: the rule it was trained with
@@ -46,6 +52,8 @@ class ZoomWorld(BaseTask):
         super().__init__(data, split, seed=seed)
         self.meta = read_json(self.data / "zoomworld.json", "ZoomWorld metadata (zoomworld.json)")
         self.file = self.data / f"{self.split}.jsonl"
+        if self.split == "pairs":
+            self.metric_notes = {"accuracy": "yes / no: do the two objects carry the same tile; chance 50%"}
 
     def count(self) -> int:
         return sum(1 for _ in iter_jsonl(self.file, f"ZoomWorld {self.split} split"))
@@ -60,7 +68,11 @@ class ZoomWorld(BaseTask):
             size, size_error = checked(
                 image_dimensions, row["width"], row["height"], path=self.file, line=lineno
             )
-            gold, error = checked(gold_box, row["bbox"], "xyxy", path=self.file, line=lineno)
+            golds, error = [], None
+            for raw in row.get("bboxes") or [row["bbox"]]:
+                gold, box_error = checked(gold_box, raw, "xyxy", path=self.file, line=lineno)
+                golds += [gold] if gold else []
+                error = error or box_error
             error = size_error or error
             yield Sample(
                 id=str(row["id"]),
@@ -68,17 +80,19 @@ class ZoomWorld(BaseTask):
                 answer=row["answer"],
                 category=row.get("category"),
                 image_size=size,
-                gold_boxes=[gold] if gold else [],
-                meta={"target": row.get("target")},
+                gold_boxes=golds,
+                meta={"target": row.get("target") or row.get("targets")},
                 image=ImageSource(origin=str(self.file), path=self.data / row["image"], line=lineno),
                 error=error,
             )
 
     def prompt(self, sample: Sample) -> str:
-        return self.prompt_template.format(question=sample.question)
+        template = self.pair_prompt_template if sample.category == PAIR else self.prompt_template
+        return template.format(question=sample.question)
 
     def score(self, sample: Sample, prediction: str | None, row: dict | None = None) -> dict:
-        answer = extract_answer(prediction) if prediction is not None else None
+        pair = sample.category == PAIR
+        answer = extract_answer(prediction, pair) if prediction is not None else None
         return self.record(
             sample,
             prediction,

@@ -296,6 +296,7 @@ def _small_zoomworld():
         sft_questions=6,
         rl_questions=9,
         test_questions=9,
+        pair_questions=4,
     )
 
 

@@ -43,6 +43,7 @@ def test_same_seed_same_bytes(tmp_path):
         "sft": 6,
         "rl": 9,
         "test": 9,
+        "pairs": 4,
     }
 
 
@@ -345,3 +346,44 @@ def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_pat
         results = evaluate(cfg, tmp_path / mode, adapter=adapter, progress=False)
         accuracy[mode] = results["results"]["zoomworld"]["accuracy"]
     assert accuracy["gt_box"] >= 75 and accuracy["center_box"] <= 25
+
+
+def test_pair_questions_need_both_regions(tmp_path):
+    """The two-region split: half yes, half no; each object's crop shows its own tile and nothing of the
+    other's, so no single box can answer (direct and one-crop answers are at chance by construction)."""
+    from visrl_bench.core.boxes import Box, crop_region
+    from visrl_bench.core.registry import TASKS
+    from visrl_bench.datagen.zoomworld import NONE, WorldObject, ZoomWorldConfig, crop_answer, generate
+
+    cfg = ZoomWorldConfig(
+        pretrain_images=2,
+        ground_images=3,
+        sft_questions=2,
+        rl_questions=2,
+        test_questions=2,
+        pair_questions=60,
+    )
+    counts = generate(tmp_path / "zw", 0, cfg)
+    assert counts["pairs"] == 60
+    rows = _rows(tmp_path / "zw", "pairs")
+    answers = [r["answer"] for r in rows]
+    assert set(answers) == {"yes", "no"} and 20 <= answers.count("yes") <= 40
+    for r in rows:
+        a, b = (
+            WorldObject(t["colour"], t["shape"], Box(*t["box"]), Box(*t["tile"]), t["pattern"])
+            for t in r["targets"]
+        )
+        assert (a.pattern == b.pattern) == (r["answer"] == "yes")
+        for seen, other in ((a, b), (b, a)):
+            region = crop_region(seen.box, (r["width"], r["height"]), cfg.crop_min_side)
+            assert crop_answer(seen, region, cfg.readable_side) == seen.pattern
+            assert crop_answer(other, region, cfg.readable_side) == NONE
+    task = TASKS.build("zoomworld", str(tmp_path / "zw"), "pairs")
+    sample = next(iter(task.samples()))
+    assert sample.category == "pair" and len(sample.gold_boxes) == 2
+    assert task.prompt(sample).endswith("Answer yes or no.")
+    right, wrong = sample.answer, "no" if sample.answer == "yes" else "yes"
+    assert task.score(sample, f"{right}.")["scores"]["accuracy"] == 1.0
+    assert task.score(sample, wrong)["scores"]["accuracy"] == 0.0
+    assert task.score(sample, "none")["scores"]["accuracy"] == 0.0  # "none" is not "no"
+    assert "chance 50%" in task.metric_notes["accuracy"]

@@ -16,8 +16,12 @@ Splits (`generate`): pretrain (perception examples: crops with their answers, an
 question -> box pairs), ground (referring expressions "the orange circle" -> the object's box, on scenes of
 1, 2 and 3-5 objects for a curriculum: the stand-in for the RefCOCO-style grounding data real base LMMs are
 pretrained on; never the question's phrasing), sft (few questions WITH gold boxes), rl (many questions; gold
-boxes on disk for diagnostics only), test. Everything is determined by the seed and the config: same seed,
-same bytes.
+boxes on disk for diagnostics only), test, and pairs: "Do the orange circle and the teal square carry the
+same tile pattern?" (yes / no, half each), which needs BOTH tiles read, so one crop cannot answer it: direct
+and single-box answers sit at 50% by construction (the second tile is the same as the first with probability
+1/2 whatever the first is); it is for multi-turn zoom. Each split draws from its own seeded streams, keyed
+by image id, so adding one leaves the others' bytes as they were. Everything is determined by the seed and
+the config: same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ GRID = 8  # the global view's downscale factor; tiles align to it so each view p
 CELL = 4  # checker cell size in canvas pixels (period 2 * CELL = GRID)
 VISIBLE, HIDDEN = 0.7, 0.3  # tile fraction inside a crop for "readable" / "not there"
 QUESTION = "What is the tile pattern on the {colour} {shape}?"
+PAIR_QUESTION = "Do the {colour} {shape} and the {other_colour} {other_shape} carry the same tile pattern?"
+PAIR_ANSWERS = ("yes", "no")
 
 
 @dataclass
@@ -75,6 +81,7 @@ class ZoomWorldConfig(Bounded):
     sft_questions: int = 200
     rl_questions: int = 1200
     test_questions: int = 420
+    pair_questions: int = 200  # the two-region split (one question per image)
 
     BOUNDS: ClassVar[Bounds] = {
         "tile_cells": (1, None),
@@ -88,6 +95,7 @@ class ZoomWorldConfig(Bounded):
         "sft_questions": (1, None),
         "rl_questions": (1, None),
         "test_questions": (1, None),
+        "pair_questions": (0, None),
     }
 
     def __post_init__(self) -> None:
@@ -316,14 +324,44 @@ def ground_rows(scene: Scene, seed: int) -> list[dict]:
     ]
 
 
+def pair_question(scene: Scene, seed: int) -> dict | None:
+    """Two objects of the scene and whether their tiles match, half yes, half no: the second object's pattern
+    is set to the first's, or to one of the other three (the scene is rendered after)."""
+    if len(scene.objects) < 2:
+        return None
+    rng = _rng(seed, "pairs", scene.image_id)
+    a, b = rng.sample(scene.objects, k=2)
+    same = rng.random() < 0.5
+    b.pattern = a.pattern if same else rng.choice([p for p in sorted(PATTERNS) if p != a.pattern])
+    return {
+        "id": f"{scene.image_id}_q0",
+        "image": f"images/pairs/{scene.image_id}.png",
+        "width": scene.size[0],
+        "height": scene.size[1],
+        "question": PAIR_QUESTION.format(
+            colour=a.colour, shape=a.shape, other_colour=b.colour, other_shape=b.shape
+        ),
+        "answer": "yes" if same else "no",
+        "bbox": a.box.as_list(),
+        "bboxes": [a.box.as_list(), b.box.as_list()],  # both regions are needed
+        "category": "pair",
+        "targets": [a.as_dict(), b.as_dict()],
+    }
+
+
 def generate(out: str | Path, seed: int = 0, cfg: ZoomWorldConfig | None = None) -> dict[str, int]:
     """Write every split under `out`; returns the number of rows per split."""
     cfg = cfg or ZoomWorldConfig()
     root = Path(out)
     counts: dict[str, int] = {}
-    plan = {"sft": cfg.sft_questions, "rl": cfg.rl_questions, "test": cfg.test_questions}
+    plan = {
+        "sft": cfg.sft_questions,
+        "rl": cfg.rl_questions,
+        "test": cfg.test_questions,
+        "pairs": cfg.pair_questions,
+    }
     images = {"pretrain": cfg.pretrain_images, "ground": cfg.ground_images}
-    for split in ("pretrain", "ground", "sft", "rl", "test"):
+    for split in ("pretrain", "ground", "sft", "rl", "test", "pairs"):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         n = 0
@@ -332,13 +370,16 @@ def generate(out: str | Path, seed: int = 0, cfg: ZoomWorldConfig | None = None)
                 cfg, seed, f"{split}_{n:05d}", ground_objects(cfg, n) if split == "ground" else None
             )
             n += 1
-            if not scene.objects:
+            pair = pair_question(scene, seed) if split == "pairs" else None
+            if not scene.objects or (split == "pairs" and pair is None):
                 continue
             render(scene).save(root / "images" / split / f"{scene.image_id}.png", optimize=False)
             if split == "pretrain":
                 rows += pretrain_rows(scene, cfg, seed)
             elif split == "ground":
                 rows += ground_rows(scene, seed)
+            elif split == "pairs":
+                rows.append(pair)
             else:
                 rng = _rng(seed, "questions", scene.image_id)
                 rows += question_rows(scene, split, rng, cfg.questions_per_image)[: plan[split] - len(rows)]
