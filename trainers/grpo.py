@@ -36,6 +36,7 @@ from visrl_bench.trainers.common import (
 from visrl_bench.core.errors import Bounds, VisrlError
 from visrl_bench.core.seeding import seeded_random
 from visrl_bench.metrics.judge import Judge, JudgeConfig, JudgeError
+from visrl_bench.task import task_reward
 
 
 @dataclass
@@ -93,10 +94,7 @@ class AnswerReward:
     __name__ = "answer"  # TRL logs rewards/<name>/mean
 
     def __init__(self, task, samples: list, images: list, adapter, cfg: GRPOConfig):
-        from visrl_bench.task import task_reward
-
         self.task, self.samples, self.images, self.adapter, self.cfg = task, samples, images, adapter, cfg
-        self.task_reward = task_reward
         self.min_side = cfg.crop_min_side or task.default_crop_min_side
         self.judge = Judge(cfg.judge) if cfg.judge.enabled else None
         self.trajectories = 0  # box -> crop -> answer rollouts scored
@@ -134,7 +132,7 @@ class AnswerReward:
                     value = self.judge.score(sample.question, str(sample.answer), answer)
                 else:
                     row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
-                    value = self.task_reward(self.task, sample, answer, row)
+                    value = task_reward(self.task, sample, answer, row)
             except JudgeError as exc:
                 self.judge_failures.append(f"{sample.id}: {exc}")
                 rewards.append(None)

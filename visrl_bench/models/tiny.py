@@ -135,7 +135,8 @@ def build_model(arch: str, spec: TinySpec | None = None, seed: int = 0):
 def save_checkpoint(model, processor, out_dir: str | Path, info: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    # shards under 4 MB: the committed ZoomWorld bases stay below the repository's 5 MB file limit
+    model.save_pretrained(out, safe_serialization=True, max_shard_size="4MB")
     processor.save_pretrained(out)
     info = {**info, "parameters": sum(p.numel() for p in model.parameters())}
     (out / "visrl_tiny.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
