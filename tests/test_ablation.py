@@ -332,15 +332,18 @@ def test_more_lanes_than_jobs_in_worker_processes(tmp_path, zoomworld, tiny_chec
 def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld, tiny_checkpoints):
     from visrl_bench.experiments.ablation import PRESETS
 
-    assert {"grpo", "grpo_permuted_rewards"} <= set(PRESETS["full"]["rows"])  # the full table has them
+    rows = ["sft", "grpo", "grpo_permuted_rewards", "grpo_zoom"]
+    assert set(rows) <= set(PRESETS["full"]["rows"])  # the full table has them
     tiny_grpo = ["grpo.max_steps=2", "grpo.batch_size=4", "grpo.num_generations=4", "grpo.limit=4"]
-    tiny_grpo += ["grpo.max_completion_length=6", "grpo.logging_steps=1"]
-    cfg = _grid_config(
-        tmp_path, zoomworld, tiny_checkpoints, ["sft", "grpo", "grpo_permuted_rewards"], tiny_grpo
-    )
+    tiny_grpo += ["grpo.reply_max_new_tokens=5", "grpo.logging_steps=1"]
+    cfg = _grid_config(tmp_path, zoomworld, tiny_checkpoints, rows, tiny_grpo)
     cfg.bases = {"qwen2_vl": cfg.bases["qwen2_vl"]}
     summary = run_ablation(cfg, jobs=1, progress=False)
-    assert summary["done"] == 3 and summary["failed"] == 0
+    assert summary["done"] == 4 and summary["failed"] == 0
+    zoom = json.loads((cfg.cell_dir("grpo_zoom", "qwen2_vl", 0) / "cell.json").read_text())
+    assert zoom["mode"] == "zoom" and zoom["grpo_overrides"] == {"rollout": "zoom"}
+    assert zoom["grpo"]["answer_rollouts"] == 8 and zoom["grpo"]["crops_per_trajectory"] >= 1
+    assert "zoom_crops" in zoom["metrics"]
     for row in ("grpo", "grpo_permuted_rewards"):
         info = json.loads((cfg.cell_dir(row, "qwen2_vl", 0) / "cell.json").read_text())
         assert info["trainer"] == "grpo" and info["grpo"]["steps"] == 2

@@ -174,3 +174,157 @@ def test_grpo_through_the_cli_with_the_answer_reward(tiny_checkpoints, zoomworld
     assert summary["steps"] == 2 and summary["answer_rollouts"] == summary["sampled_boxes"] == 8
     assert summary["questions"] == 4 and summary["judge"] is None and summary["judge_failures"] == 0
     assert "rewards/answer/mean" in (out / "log.csv").read_text().splitlines()[0]
+
+
+# --- zoom rollouts: TRL's tool loop ----------------------------------------------------------------------
+def _zoom_parser(tiny_adapters):
+    from visrl_bench.trainers.grpo import zoom_processor
+
+    adapter = tiny_adapters["qwen2_vl"]
+    processor = zoom_processor(adapter.processor, adapter.box_convention)
+    tok = processor.tokenizer
+    return processor, lambda reply, context: tok.parse_response(
+        tok(reply, add_special_tokens=False).input_ids,
+        prefix=tok(context, add_special_tokens=False).input_ids,
+    )
+
+
+def test_a_reply_is_a_zoom_call_exactly_when_eval_reads_one(tiny_adapters):
+    from visrl_bench.reasoning import ANSWER_INSTRUCTION, BOX_INSTRUCTION, ZOOM_INSTRUCTION
+
+    processor, parse = _zoom_parser(tiny_adapters)
+    box, words = "[100, 200, 300, 400]", "stripes"
+    calls = {
+        (where, reply): "tool_calls" in parse(reply, f"q? {where} Answer briefly.")
+        for where in (BOX_INSTRUCTION, ZOOM_INSTRUCTION, ANSWER_INSTRUCTION)
+        for reply in (box, words)
+    }
+    assert calls == {
+        (BOX_INSTRUCTION, box): True,  # the box turn: its reply is the box step, parsable or not
+        (BOX_INSTRUCTION, words): True,
+        (ZOOM_INSTRUCTION, box): True,  # after a crop with more allowed: a box is a call
+        (ZOOM_INSTRUCTION, words): False,  # ... anything else the answer
+        (ANSWER_INSTRUCTION, box): False,  # after the last crop: the answer, whatever it says
+        (ANSWER_INSTRUCTION, words): False,
+    }
+    message = parse(box, BOX_INSTRUCTION)
+    assert message["content"] == box and message["tool_calls"][0]["function"] == {
+        "name": "zoom",
+        "arguments": {"box": box},
+    }
+    # the adapter's own processor is left as it was (eval and saving use it)
+    assert processor.chat_template != tiny_adapters["qwen2_vl"].processor.chat_template
+    assert getattr(tiny_adapters["qwen2_vl"].processor.tokenizer, "response_template", None) is None
+
+
+def test_zoom_rollouts_show_eval_crop_turns_and_mask_their_tokens(
+    tiny_checkpoints, zoomworld, tmp_path, monkeypatch
+):
+    """One GRPO step of 3-turn zoom trajectories on tiny Qwen2-VL: each crop the tool inserted is eval's
+    crop turn token for token (its image expanded to the crop's patches), and exactly those tokens carry
+    TRL's tool mask 0 (no loss); every token the model wrote carries 1."""
+    import re
+
+    from trl import GRPOTrainer
+
+    from visrl_bench.models import load_model
+    from visrl_bench.reasoning import zoom_request
+
+    seen = []
+    real = GRPOTrainer._generate_and_score_completions
+
+    def capture(self, inputs):
+        out = real(self, inputs)
+        seen.append((inputs, out, list(self.environments)))
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", capture)
+    cfg = GRPOConfig(
+        model=str(tiny_checkpoints["qwen2_vl"]),
+        out=str(tmp_path / "zoom"),
+        data=str(zoomworld),
+        split="rl",
+        lora=False,
+        max_steps=1,
+        batch_size=4,
+        num_generations=4,
+        rollout="zoom",
+        max_turns=3,
+        reply_max_new_tokens=5,
+        progress=False,
+    )
+    train(cfg)
+    adapter = load_model(tiny_checkpoints["qwen2_vl"])
+    tok, merge = adapter.processor.tokenizer, adapter.processor.image_processor.merge_size
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    task = TASKS.build("zoomworld", str(zoomworld), "rl")
+    samples = list(task.samples())
+    inputs, out, environments = seen[0]
+    crops_seen = 0
+    for row, (x, env) in enumerate(zip(inputs, environments, strict=True)):
+        ids, mask = out["completion_ids"][row], out["tool_mask"][row]
+        keep = out["completion_mask"][row].bool()
+        ids, mask = ids[keep].tolist(), mask[keep].tolist()
+        segments = [m.span() for m in re.finditer("0+", "".join(map(str, mask)))]  # the tool's turns
+        assert len(segments) <= len(env.steps) <= cfg.max_turns
+        sample, image = samples[x["index"]], samples[x["index"]].load_image()
+        for k, (a, b) in enumerate(segments, start=1):
+            steps = env.steps[:k]
+            # eval's dialogue after these boxes; TRL appends what follows the reply's end-of-turn token
+            request = zoom_request(
+                steps, sample.question, task.prompt(sample), image, final=k >= cfg.max_turns
+            )
+            full = adapter.render(request)
+            upto = adapter.processor.apply_chat_template(
+                request.messages[: 2 * k], add_generation_prompt=False
+            )
+            expected = full[upto.rindex("<|im_end|>") + len("<|im_end|>") :]
+            got = tok.decode(ids[a:b], skip_special_tokens=False)
+            assert re.sub(r"(<\|image_pad\|>)+", "<|image_pad|>", got) == expected
+            grid = adapter.processor.image_processor(images=[steps[-1].second], return_tensors="pt")[
+                "image_grid_thw"
+            ]
+            assert ids[a:b].count(pad) == int(grid.prod()) // merge**2  # the crop's own patches
+            crops_seen += 1
+        assert all(ids[i] != pad for i in range(len(ids)) if mask[i] == 1)  # the model wrote no image token
+        assert sum(mask) == len(ids) - sum(b - a for a, b in segments)
+    assert crops_seen >= 4  # every trajectory's box turn is a call (5 tokens fit the budget)
+    summary = json.loads((tmp_path / "zoom" / "train_summary.json").read_text())
+    assert summary["crops_per_trajectory"] >= 1 and summary["answer_rollouts"] == 4
+
+
+def test_the_zoom_reward_scores_the_final_reply_and_counts_only_crops_shown(zoomworld):
+    from types import SimpleNamespace
+
+    from visrl_bench.core.boxes import ParsedBox
+
+    task = TASKS.build("zoomworld", str(zoomworld), "rl")
+    sample = next(iter(task.samples()))
+    image = sample.load_image()
+    cfg = GRPOConfig(model="x", out="y", num_generations=2, batch_size=2, rollout="zoom", format_weight=0.5)
+    reward = AnswerReward(task, [sample], [(image, None)], LeftHalfAdapter(sample.answer), cfg)
+    box = SimpleNamespace(box=Box(0, 0, 10, 10), parsed=ParsedBox(Box(0, 0, 10, 10)))
+    unparsed = SimpleNamespace(box=None)
+    answered = [
+        {"role": "assistant", "content": "[1, 2, 3, 4]"},
+        {"role": "tool", "content": []},
+        {"role": "assistant", "content": str(sample.answer)},
+    ]
+    dropped = [{"role": "assistant", "content": "[1, 2, 3, 4]"}]  # TRL dropped the crop: over budget
+    envs = [SimpleNamespace(steps=[box]), SimpleNamespace(steps=[unparsed])]
+    got = reward(prompts=[None] * 2, completions=[answered, dropped], index=[0, 0], environments=envs)
+    assert got == [1.5, 0.5]  # right answer + boxes parsed; the box text as answer: 0, no crop shown: +0.5
+    assert reward.crops == 1 and reward.trajectories == 2
+
+
+def test_zoom_rollouts_refuse_a_processor_tr_ls_tool_loop_cannot_feed(tiny_adapters):
+    from visrl_bench.trainers.grpo import check_tool_images
+
+    adapter = tiny_adapters["llava"]
+    from PIL import Image
+
+    with pytest.raises(VisrlError, match="image_grid_thw"):
+        check_tool_images(adapter, Image.new("RGB", (64, 48)))
+    check_tool_images(tiny_adapters["qwen2_vl"], Image.new("RGB", (64, 48)))
+    with pytest.raises(VisrlError, match="rollout takes"):
+        GRPOConfig(model="x", out="y", rollout="tools")

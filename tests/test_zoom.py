@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_ARCHS
 from test_eval import _cli_eval
 
-from visrl_bench.core.boxes import Box, BoxConvention, format_box, parse_box
+from visrl_bench.core.boxes import Box, BoxConvention, format_box, holds_box, parse_box
 from visrl_bench.core.rundir import read_records
 from visrl_bench.eval.aggregate import focus_metrics
 from visrl_bench.eval.evaluate import EvalConfig, run_window
@@ -156,14 +156,20 @@ def test_zoom_records_every_crop_and_stops_at_max_turns(max_turns, tmp_path):
     assert metrics["zoom_invalid_call_rate"] == 0
 
 
-def test_a_box_call_that_does_not_parse_is_the_answer_and_is_counted(tmp_path):
-    bad = "[1200, 1300, 1400, 1500]"  # box-like, outside the image: an invalid call, not "no box"
-    assert not parse_box(bad, "norm1000", (200, 100)).reason.startswith("no box found")
-    adapter = ZoomingAdapter(last=bad)
+def test_a_call_whose_box_does_not_parse_shows_the_full_image_and_is_counted(tmp_path):
+    bad = "[1200, 1300, 1400, 1500]"  # box-like, outside the image: a call for a crop, with no usable box
+    assert holds_box(bad) and parse_box(bad, "norm1000", (200, 100)).box is None
+    assert not holds_box("B") and not holds_box("the pattern is stripes")
+    adapter = ZoomingAdapter(last=bad)  # its third reply is the bad call, and every later one
     cfg = EvalConfig(model="x", tasks=[], mode="zoom", crop_min_side=16, max_turns=3)
     rec = run_window(OneTask(), [(0, _sample(tmp_path))], adapter, ZOOM, cfg)[0]
-    assert rec["prediction"] == bad and rec["zoom"]["invalid_calls"] == [3]
-    assert focus_metrics([rec], seed=0)["zoom_invalid_call_rate"] == pytest.approx(50.0)  # 1 of 2 replies
+    assert rec["zoom"]["crops"] == 3 and rec["zoom"]["invalid_calls"] == [3]
+    third = rec["zoom"]["boxes"][2]
+    assert third["box"] is None and third["crop"] is None and third["iou"] == 0.0
+    final = adapter.requests[-1]
+    assert final.images[-1] is final.images[0]  # the full image again, as for an unparsable first box
+    assert rec["prediction"] == bad  # the reply after the last allowed crop is the answer, whatever it says
+    assert focus_metrics([rec], seed=0)["zoom_invalid_call_rate"] == pytest.approx(100 / 3)  # 1 of 3
 
 
 def test_zoom_refuses_sampling_several_answers_across_turns():

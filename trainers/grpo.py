@@ -10,8 +10,17 @@ in the summary). Group size, beta (KL to the reference; 0 means no reference mod
 sampling temperature are TRL's options, with TRL's defaults. `permute_rewards` is the control: the rewards
 of each group shuffled among its completions, which must not teach anything.
 
-What this recipe does not do: train the answer turn (the crop's and answer's tokens are not completions
-here, so they carry no loss), or zoom several times in one trajectory.
+`rollout` chooses what a completion is:
+- `box` (default): the box turn alone, as above; the answer turn is the environment's greedy reply and is
+  not trained.
+- `zoom`: the whole multi-turn trajectory, through TRL's tool loop: the box reply is a call of the `zoom`
+  tool, which crops through `FocusStep` and returns the crop and the next instruction as the next turn
+  (the very turn eval's `--mode zoom` builds, `reasoning.crop_turn`); the model then answers or writes one
+  more box, up to `max_turns` crops, and the turn after the last crop must answer. Every token the model
+  wrote (boxes and answer) is trained; the tool's tokens (the crop's image tokens, the instruction, the turn
+  markers) get TRL's tool mask and carry no loss. The reward is the task's metric on the final reply.
+  A reply counts as a call exactly when eval's zoom mode would read it as one (`holds_box`), decided from
+  the dialogue so far by the response parser installed on a copy of the processor.
 """
 
 from __future__ import annotations
@@ -51,7 +60,11 @@ class GRPOConfig(TrainConfig):
     beta: float = 0.0  # KL coefficient (TRL's default: no reference model)
     epsilon: float = 0.2  # PPO-style clipping (TRL's default)
     temperature: float = 1.0  # sampling of the boxes (TRL's default)
-    max_completion_length: int = 32  # tokens of a box reply
+    max_completion_length: int | None = None  # box: tokens of a box reply (32); zoom: of the whole
+    # trajectory, the crops' tokens included (None: every turn's reply + each crop's turn, measured)
+    rollout: str = "box"  # box: GRPO on the box turn; zoom: on the multi-turn trajectory (TRL's tool loop)
+    max_turns: int = 3  # zoom: most crops a trajectory may take (eval's --max-turns)
+    reply_max_new_tokens: int = 32  # zoom: tokens of each reply (a box, or the answer)
     answer_max_new_tokens: int = 32
     format_weight: float = 0.0  # reward += weight when the box parses
     permute_rewards: bool = False  # control: rewards shuffled within each group
@@ -69,11 +82,15 @@ class GRPOConfig(TrainConfig):
         "temperature": (1e-6, None),
         "max_completion_length": (1, None),
         "answer_max_new_tokens": (1, None),
+        "max_turns": (1, None),
+        "reply_max_new_tokens": (1, None),
         "format_weight": (0, None),
     }
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rollout not in ("box", "zoom"):
+            raise VisrlError(f"option rollout takes 'box' or 'zoom', got {self.rollout!r}")
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise VisrlError(
                 f"batch_size x grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
@@ -89,7 +106,10 @@ def completion_text(completion: Any) -> str:
 
 
 class AnswerReward:
-    """reward(box) = the task's metric on the answer the current policy gives from that box's crop."""
+    """reward = the task's metric on the trajectory's answer (+ `format_weight` when its boxes parse).
+
+    `box` rollouts: the answer is the current policy's greedy reply from the box's crop (generated here).
+    `zoom` rollouts: the answer is the trajectory's final reply, its boxes those its environment cropped."""
 
     __name__ = "answer"  # TRL logs rewards/<name>/mean
 
@@ -98,21 +118,47 @@ class AnswerReward:
         self.min_side = cfg.crop_min_side or task.default_crop_min_side
         self.judge = Judge(cfg.judge) if cfg.judge.enabled else None
         self.trajectories = 0  # box -> crop -> answer rollouts scored
+        self.crops = 0  # crops shown in those trajectories
         self.judge_failures: list[str] = []
         self._calls = 0
 
-    def __call__(self, prompts, completions, index, **kwargs) -> list[float | None]:
+    def __call__(
+        self, prompts, completions, index, environments=None, log_metric=None, **kwargs
+    ) -> list[float | None]:
+        if self.cfg.rollout == "zoom":
+            answers = [final_reply(c) for c in completions]
+            # a crop TRL dropped (it would overrun the token budget) was never shown: count what was
+            shown = [
+                env.steps[: sum(m.get("role") == "tool" for m in c)]
+                for c, env in zip(completions, environments, strict=True)
+            ]
+            well_formed = [all(step.box is not None for step in steps) for steps in shown]
+            crops = [len(steps) for steps in shown]
+            if log_metric is not None:
+                log_metric("zoom/crops", sum(crops) / len(crops))
+        else:
+            answers, well_formed = self.answers_from_crops(index, completions)
+            crops = [1] * len(answers)
+        rewards = [self.score(i, a, ok) for i, a, ok in zip(index, answers, well_formed, strict=True)]
+        self.trajectories += len(answers)
+        self.crops += sum(crops)
+        self._calls += 1
+        if self.cfg.permute_rewards:
+            rewards = permuted_within_groups(rewards, self.cfg.num_generations, self.cfg.seed, self._calls)
+        return rewards
+
+    def answers_from_crops(self, index, completions) -> tuple[list[str], list[bool]]:
+        """The box rollout's environment: each box cropped through `FocusStep`, answered greedily, no grad."""
         import torch
 
         from visrl_bench.models import GenerationSettings
         from visrl_bench.reasoning import FocusStep
 
         conv = self.adapter.box_convention
-        texts = [completion_text(c) for c in completions]
         steps, requests = [], []
-        for i, text in zip(index, texts, strict=True):
+        for i, completion in zip(index, completions, strict=True):
             sample, (image, resized) = self.samples[i], self.images[i]
-            step = FocusStep.from_text(text, image, conv, resized, self.min_side)
+            step = FocusStep.from_text(completion_text(completion), image, conv, resized, self.min_side)
             steps.append(step)
             requests.append(step.request(sample.question, self.task.prompt(sample), image))
         settings = GenerationSettings(max_new_tokens=self.cfg.answer_max_new_tokens)
@@ -124,25 +170,127 @@ class AnswerReward:
                 answers = [o[0] for o in self.adapter.generate(requests, settings, batch_size=len(requests))]
         finally:
             model.train(was_training)
-        rewards: list[float | None] = []
-        for i, step, answer in zip(index, steps, answers, strict=True):
-            sample, (image, resized) = self.samples[i], self.images[i]
-            try:
-                if self.judge is not None:
-                    value = self.judge.score(sample.question, str(sample.answer), answer)
-                else:
-                    row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
-                    value = task_reward(self.task, sample, answer, row)
-            except JudgeError as exc:
-                self.judge_failures.append(f"{sample.id}: {exc}")
-                rewards.append(None)
-                continue
-            rewards.append(value + self.cfg.format_weight * (step.box is not None))
-        self.trajectories += len(texts)
-        self._calls += 1
-        if self.cfg.permute_rewards:
-            rewards = permuted_within_groups(rewards, self.cfg.num_generations, self.cfg.seed, self._calls)
-        return rewards
+        return answers, [step.box is not None for step in steps]
+
+    def score(self, i: int, answer: str, well_formed: bool) -> float | None:
+        sample, (_, resized) = self.samples[i], self.images[i]
+        try:
+            if self.judge is not None:
+                value = self.judge.score(sample.question, str(sample.answer), answer)
+            else:
+                conv = self.adapter.box_convention
+                row = {"box_format": conv.value, "resized_size": list(resized) if resized else None}
+                value = task_reward(self.task, sample, answer, row)
+        except JudgeError as exc:
+            self.judge_failures.append(f"{sample.id}: {exc}")
+            return None
+        return value + self.cfg.format_weight * well_formed
+
+
+def final_reply(completion: list[dict]) -> str:
+    """The text of a multi-turn completion's last assistant message: the trajectory's answer."""
+    replies = [m for m in completion if m.get("role") == "assistant"]
+    return completion_text(replies[-1:]) if replies else ""
+
+
+# --- zoom rollouts: TRL's tool loop -------------------------------------------------------------------------
+# Put before the model's own chat template: a tool's reply (TRL's `tool` message) is rendered as the user
+# turn eval shows a crop in, and an assistant turn that holds only a tool call (TRL renders such turns to
+# check the template and to find where a tool's reply starts) as the call's JSON. Our trajectories' calls
+# carry the model's own box text as their content and render as eval's dialogue; nothing else changes.
+TOOL_TURN_AS_USER = (
+    "{%- set ns = namespace(messages=[]) -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'tool' -%}"
+    "{%- set ns.messages = ns.messages + [{'role': 'user', 'content': m['content']}] -%}"
+    "{%- elif m['role'] == 'assistant' and m['tool_calls'] is defined and m['tool_calls'] -%}"
+    "{%- set words = m['content'] if m['content'] is string "
+    "else (m['content'] or []) | map(attribute='text', default='') | join('') -%}"
+    "{%- if words -%}{%- set ns.messages = ns.messages + [m] -%}"
+    "{%- else -%}{%- set ns.messages = ns.messages + [{'role': 'assistant', 'content': [{'type': 'text', "
+    "'text': m['tool_calls'] | map(attribute='function') | map('tojson') | join('')}]}] -%}"
+    "{%- endif -%}"
+    "{%- else -%}{%- set ns.messages = ns.messages + [m] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set messages = ns.messages %}"
+)
+
+
+class ZoomWorld:
+    """What every trajectory's environment shares: the questions, their opened images, the crop rule."""
+
+    def __init__(self, task, samples: list, images: list, adapter, cfg: GRPOConfig):
+        self.task, self.samples, self.images, self.adapter, self.cfg = task, samples, images, adapter, cfg
+        self.min_side = cfg.crop_min_side or task.default_crop_min_side
+
+    def environment(self) -> ZoomEnvironment:
+        return ZoomEnvironment(self)
+
+    def crop(self, env: ZoomEnvironment, text: str) -> list[dict]:
+        from visrl_bench.reasoning import FocusStep, crop_turn
+
+        sample, (image, resized) = self.samples[env.index], self.images[env.index]
+        step = FocusStep.from_text(text, image, self.adapter.box_convention, resized, self.min_side)
+        env.steps.append(step)
+        content = crop_turn(self.task.prompt(sample), final=len(env.steps) >= self.cfg.max_turns)
+        content[0] = {"type": "image", "image": self.adapter.prepare_image(step.second)}
+        return content
+
+
+class ZoomEnvironment:
+    """One trajectory's tool. TRL calls `reset` with the question's dataset row, then `zoom` on each reply
+    its parser reads as a call; the focus steps taken are kept for the reward and the summary."""
+
+    def __init__(self, world: ZoomWorld):
+        self.world = world
+        self.index: int | None = None
+        self.steps: list = []
+
+    def reset(self, index: int, **row: Any) -> None:
+        self.index, self.steps = index, []
+
+    def zoom(self, box: str) -> list[dict]:
+        """Show the crop of the image around a bounding box.
+
+        Args:
+            box: The bounding box of the region to look at, as the model wrote it.
+        """
+        return self.world.crop(self, box)
+
+
+def zoom_processor(processor, convention):
+    """A copy of the processor for TRL's tool loop: its chat template renders the tool's turn as eval's crop
+    turn, and its tokenizer's response parser reads a reply as a `zoom` call exactly when eval's zoom mode
+    would. TRL passes the parser the dialogue so far (`prefix`); its last instruction says which turn this
+    is: after the box turn's, every reply is the box (parsable or not, as eval); after a crop offered one
+    more, a reply that writes a box; after the answer instruction, none."""
+    import copy
+
+    from visrl_bench.core.boxes import holds_box
+    from visrl_bench.reasoning import ANSWER_INSTRUCTION, BOX_INSTRUCTION, ZOOM_INSTRUCTION
+
+    processor = copy.deepcopy(processor)
+    processor.chat_template = TOOL_TURN_AS_USER + processor.chat_template
+    tokenizer = processor.tokenizer
+
+    def parse_response(ids, schema=None, *, prefix=None, tools=None) -> dict:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        context = tokenizer.decode(prefix, skip_special_tokens=True) if prefix is not None else ""
+        last = max((context.rfind(t), t) for t in (BOX_INSTRUCTION, ZOOM_INSTRUCTION, ANSWER_INSTRUCTION))
+        call = last[0] >= 0 and (
+            last[1] == BOX_INSTRUCTION or (last[1] == ZOOM_INSTRUCTION and holds_box(text))
+        )
+        message: dict = {"role": "assistant", "content": text}
+        if call:
+            message["tool_calls"] = [
+                {"type": "function", "function": {"name": "zoom", "arguments": {"box": text}}}
+            ]
+        return message
+
+    tokenizer.parse_response = parse_response
+    # TRL hands `prefix` to parsers set up as a response template; ours is the function above
+    tokenizer.response_template = {"parser": "visrl_bench zoom calls"}
+    return processor
 
 
 def permuted_within_groups(rewards: list, group: int, seed: int, call: int) -> list:
@@ -153,6 +301,40 @@ def permuted_within_groups(rewards: list, group: int, seed: int, call: int) -> l
         seeded_random("grpo_permute", seed, call, start).shuffle(chunk)
         out += chunk
     return out
+
+
+def check_tool_images(adapter, image) -> None:
+    """TRL's tool loop (1.16) feeds a tool's images to the model with Qwen-style inputs (image_grid_thw and
+    mm_token_type_ids); for other processors it adds `token_type_ids`, which e.g. LLaVA's generate refuses.
+    Say so before a run starts rather than after its first rollout."""
+    if "image_grid_thw" not in adapter.processor.image_processor(images=[image], return_tensors="pt"):
+        raise VisrlError(
+            f"rollout zoom needs a processor with image_grid_thw (Qwen2-VL, Qwen2.5-VL); {adapter.arch}'s "
+            "images reach TRL's tool loop with token_type_ids its model does not take"
+        )
+
+
+def placeholder_tokens(config) -> list[int]:
+    """The ids that stand for image or video features in the model's input."""
+    names = ("image_token_id", "image_token_index", "video_token_id")
+    return sorted({getattr(config, n) for n in names if isinstance(getattr(config, n, None), int)})
+
+
+def zoom_completion_length(processor, dataset, cfg: GRPOConfig) -> int:
+    """A zoom trajectory's token budget: `max_turns` replies and crop turns, then the answer. A crop
+    turn is taken as long as the longest of the first questions' box turns (system prompt, image, question),
+    which a crop (never larger than its image) does not exceed."""
+    turn = 0
+    for row in dataset.select(range(min(4, len(dataset)))):
+        messages = [dict(m) for m in row["prompt"]]
+        content = [dict(item) for item in messages[0]["content"]]
+        content[0] = {"type": "image", "image": row["image"]}
+        messages[0]["content"] = content
+        ids = processor.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=True, return_dict=True
+        )
+        turn = max(turn, len(ids["input_ids"][0]))
+    return cfg.max_turns * (cfg.reply_max_new_tokens + turn) + cfg.reply_max_new_tokens
 
 
 def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
@@ -192,6 +374,22 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
     )
     reward = AnswerReward(task, samples, images, adapter, cfg)
     funcs = reward_funcs or [reward]
+    processor, rollout_args, rollout_kwargs = adapter.processor, {}, {}
+    completion_length = cfg.max_completion_length or 32
+    if cfg.rollout == "zoom":
+        check_tool_images(adapter, dataset[0]["image"])
+        processor = zoom_processor(adapter.processor, adapter.box_convention)
+        rollout_kwargs = {"environment_factory": ZoomWorld(task, samples, images, adapter, cfg).environment}
+        rollout_args = {
+            "max_tool_calling_iterations": cfg.max_turns,
+            # TRL keeps the image token out of sampled replies; in a trajectory whose tokens are read back
+            # with the crops' images, a sampled video placeholder would be taken for one too
+            "generation_kwargs": {
+                "suppress_tokens": placeholder_tokens(adapter.model.config),
+                "max_new_tokens": cfg.reply_max_new_tokens,  # per reply; the trajectory's budget is below
+            },
+        }
+        completion_length = cfg.max_completion_length or zoom_completion_length(processor, dataset, cfg)
     args = trl_arguments(
         TRLGRPOConfig,
         cfg,
@@ -199,15 +397,17 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
         beta=cfg.beta,
         epsilon=cfg.epsilon,
         temperature=cfg.temperature,
-        max_completion_length=cfg.max_completion_length,
+        max_completion_length=completion_length,
         log_completions=False,
+        **rollout_args,
     )
     trainer = GRPOTrainer(
         model=adapter.model,
         reward_funcs=funcs,
         args=args,
         train_dataset=dataset,
-        processing_class=adapter.processor,
+        processing_class=processor,
+        **rollout_kwargs,
     )
     route_logs(trainer, out)
     resume = resume_point(cfg, adapter.model)
@@ -227,6 +427,10 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
             "steps": trainer.state.global_step,
             "sampled_boxes": trainer.state.global_step * cfg.batch_size * cfg.grad_accum,
             "answer_rollouts": reward.trajectories,  # box -> crop -> answer trajectories scored
+            "crops_per_trajectory": round(reward.crops / reward.trajectories, 4)
+            if reward.trajectories
+            else None,
+            "max_completion_length": completion_length,
             "first_reward": rewards[0] if rewards else None,
             "final_reward": rewards[-1] if rewards else None,
             "train_loss": result.training_loss,

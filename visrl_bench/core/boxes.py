@@ -300,16 +300,15 @@ def parse_box(
         return ParsedBox(None, reason=f"parser error: {type(exc).__name__}: {exc}")
 
 
-def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
-    conv = as_convention(convention)
-    w, h = _check_size(image_size)
-    if not isinstance(text, str):
-        return ParsedBox(None, reason=f"prediction is {type(text).__name__}, not text")
-    repairs: list[str] = []
-    text, cut = scan_window(text)
-    if cut:
-        repairs.append(f"text_beyond_{SCAN_CHARS}_chars_not_read")
+def holds_box(text: object) -> bool:
+    """Whether the text writes four numbers in a box's shape (what `parse_box` would read), before any image
+    is involved: multi-turn zoom reads such a reply as a call for one more crop, whether or not the box then
+    lies in the image."""
+    return isinstance(text, str) and bool(_box_candidates(scan_window(text)[0]))
 
+
+def _box_candidates(text: str) -> list[tuple[int, list[str], str | None]]:
+    """(position, the four numbers' texts, the repair note) of each box form found."""
     candidates: list[tuple[int, list[str], str | None]] = []
     for pattern, note in ((_FOUR_IN_BRACKETS, None), (_TWO_POINTS, "point_pair_format")):
         m = pattern.search(text)
@@ -322,6 +321,20 @@ def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
         m = _BARE_FOUR.search(text)
         if m:
             candidates.append((m.start(), list(m.groups()), "no_brackets"))
+    return candidates
+
+
+def _parse_box(text, convention, image_size, resized_size) -> ParsedBox:
+    conv = as_convention(convention)
+    w, h = _check_size(image_size)
+    if not isinstance(text, str):
+        return ParsedBox(None, reason=f"prediction is {type(text).__name__}, not text")
+    repairs: list[str] = []
+    text, cut = scan_window(text)
+    if cut:
+        repairs.append(f"text_beyond_{SCAN_CHARS}_chars_not_read")
+
+    candidates = _box_candidates(text)
     if not candidates:
         where = f"in the first {SCAN_CHARS} characters" if cut else "in text"
         return ParsedBox(None, repairs=repairs, reason=f"no box found {where}")

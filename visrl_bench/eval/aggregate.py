@@ -21,8 +21,8 @@ ZOOM_NOTES = {
     "zoom_crops": "crops per question (zoom); the first box is the focus box of focus_iou",
     "focus_iou_best": "IoU with the gold box of the best of a question's boxes (zoom)",
     "focus_iou_last": "IoU with the gold box of a question's last box (zoom)",
-    "zoom_invalid_call_rate": "% of the replies after a crop that wrote box-like numbers that did not parse "
-    "as a box (read as the answer)",
+    "zoom_invalid_call_rate": "% of the replies after a crop that asked for one more crop (box-like numbers) "
+    "whose box did not parse (the full image was shown again)",
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench import __version__
-from visrl_bench.core.boxes import iou, parse_box
+from visrl_bench.core.boxes import holds_box, iou, parse_box
 from visrl_bench.core.config import validate
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.core.io import json_text
@@ -214,17 +214,17 @@ def _run_window(
         requests = [None] * len(live)
         crops = cfg.max_turns if mode.zoom else 1
         steps_of: list[list[FocusStep]] = [[] for _ in live]
-        invalid: dict[int, list[int]] = {}  # zoom: the turns whose reply was a box call that did not parse
+        invalid: dict[int, list[int]] = {}  # zoom: the turns whose call for a crop held no usable box
 
         def model_box(j: int, turn: int, text: str) -> ChatRequest | None:
             """The turn after sample j's reply `text`: its crop and the answer turn (or, zooming with crops
             left, the turn that may ask for one more); None once the reply after a crop is the answer."""
             position, sample, image, resized = live[j]
-            parsed = parse_box(text, conv, image.size, resized)
-            if turn > 1 and (parsed.box is None or len(steps_of[j]) >= crops):
-                if parsed.box is None and not (parsed.reason or "").startswith("no box found"):
-                    invalid.setdefault(position, []).append(turn)  # box-like numbers that do not parse
+            if turn > 1 and (len(steps_of[j]) >= crops or not holds_box(text)):
                 return None
+            parsed = parse_box(text, conv, image.size, resized)
+            if turn > 1 and parsed.box is None:  # a call whose box does not parse: the full image, as turn 1
+                invalid.setdefault(position, []).append(turn)
             step = FocusStep.of(text, parsed, image, min_side, crop=mode.crop)
             steps_of[j].append(step)
             if turn == 1:

@@ -39,15 +39,18 @@ def zoom_messages(question: str, box_texts: list[str], task_prompt: str, final: 
     answer when `final` (no crop left), else offers both. One box, final: visual CoT's answer turn."""
     messages = box_step_messages(question)
     for n, text in enumerate(box_texts, start=1):
-        instruction = ANSWER_INSTRUCTION if final and n == len(box_texts) else ZOOM_INSTRUCTION
         messages += [
             {"role": "assistant", "content": [{"type": "text", "text": text}]},
-            {
-                "role": "user",
-                "content": [{"type": "image"}, {"type": "text", "text": f"{instruction} {task_prompt}"}],
-            },
+            {"role": "user", "content": crop_turn(task_prompt, final and n == len(box_texts))},
         ]
     return messages
+
+
+def crop_turn(task_prompt: str, final: bool) -> list[dict]:
+    """The content of the turn that shows a crop: the crop, then the answer instruction (`final`: no crop
+    left) or the offer to answer or zoom again. GRPO's zoom tool returns exactly this, its image filled in."""
+    instruction = ANSWER_INSTRUCTION if final else ZOOM_INSTRUCTION
+    return [{"type": "image"}, {"type": "text", "text": f"{instruction} {task_prompt}"}]
 
 
 def direct_messages(task_prompt: str) -> list[dict]:

@@ -3,7 +3,9 @@
 - `direct`: one turn, the image and the task's prompt.
 - `zoom`: multi-turn visual CoT: after each crop the model answers or asks for one more box, up to
   `max_turns` crops (an eval option); the last allowed crop is followed by visual CoT's answer turn, so
-  `max_turns=1` is `cot`. A reply after a crop that parses as a box is a zoom; anything else is the answer.
+  `max_turns=1` is `cot`. A reply after a crop that writes a box (four numbers in a box's shape) is a call
+  for one more crop, and one whose box does not parse shows the full image, as turn 1 does; any other reply
+  is the answer.
 - `cot`: turn 1 asks for the box of the region that helps answer; the reply is parsed in the model's box
   convention; the crop of that region becomes the second image of turn 2, which asks the task's prompt with
   both images (Visual-CoT). An unparsable box: the full image is the second image and the failure recorded.

@@ -153,6 +153,7 @@ class Lane:
                     "steps",
                     "sampled_boxes",
                     "answer_rollouts",
+                    "crops_per_trajectory",
                     "first_reward",
                     "final_reward",
                     "seconds",

@@ -64,6 +64,14 @@ GRPO_ROWS: tuple[Row, ...] = (
         trainer="grpo",
     ),
     Row(
+        "grpo_zoom",
+        "GRPO on whole multi-turn zoom trajectories (up to 3 crops, TRL's tool loop), evaluated in zoom "
+        "mode; Qwen-style processors only",
+        mode="zoom",
+        trainer="grpo",
+        grpo={"rollout": "zoom"},
+    ),
+    Row(
         "grpo_permuted_rewards",
         "control: GRPO with each group's rewards shuffled among its completions (must NOT improve)",
         trainer="grpo",
