@@ -278,11 +278,13 @@ def make_fixture(task_name: str, root: Path) -> tuple[Path, dict]:
     raise KeyError(f"no fixture for task {task_name!r}: add one to tests/fixtures.py")
 
 
-def make_zoomworld(root: Path, seed: int = 0) -> Path:
-    """A small ZoomWorld (a few images per split) in the generator's real layout."""
+def make_zoomworld(root: Path, seed: int = 0, **sizes) -> Path:
+    """A small ZoomWorld (a few images per split, or `sizes`) in the generator's real layout."""
+    from dataclasses import replace
+
     from visrl_bench.datagen.zoomworld import generate
 
-    generate(root, seed, _small_zoomworld())
+    generate(root, seed, replace(_small_zoomworld(), **sizes))
     return root
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from visrl_bench.cli.app import app, fail
+from visrl_bench.cli.app import NUM_PROCESSES_HELP, app, fail, relaunch
 from visrl_bench.core.config import option_values
 from visrl_bench.core.errors import VisrlError
 from visrl_bench.core.io import json_text, read_yaml_mapping
@@ -155,17 +155,20 @@ def eval_command(
         typer.Option("--option", "-o", help="Task option key=value (or task.key=value for one task)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
     """Evaluate a local LMM checkpoint on tasks, directly or with visual chain-of-thought."""
+    from visrl_bench.core.distributed import ranks
     from visrl_bench.eval.evaluate import eval_config_from_dict, evaluate
 
+    relaunch(num_processes)
     try:
         values = read_yaml_mapping(config) if config else {}
         for name, value in ctx.params.items():
             # by name: typer may ship its own copy of click, whose ParameterSource is another class
             source = ctx.get_parameter_source(name)
             explicit = getattr(source, "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
-            if name in ("config", "task", "data", "split", "option"):
+            if name in ("config", "task", "data", "split", "option", "num_processes"):
                 continue
             if explicit or name not in values:
                 values[name] = str(value) if isinstance(value, Path) else value
@@ -187,6 +190,8 @@ def eval_command(
         results = evaluate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     except VisrlError as exc:
         fail(str(exc))
+    if not ranks().main:  # the main process prints the run's results
+        return
     _print_results(results)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'samples.jsonl'}")
 

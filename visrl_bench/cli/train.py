@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from visrl_bench.cli.app import app, fail
+from visrl_bench.cli.app import NUM_PROCESSES_HELP, app, fail, relaunch
 from visrl_bench.core.errors import VisrlError
 from visrl_bench.core.io import json_text
 
@@ -46,14 +46,17 @@ def generate_command(
     config: Annotated[Path | None, typer.Option(help="YAML of GenerateConfig options.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same dir.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace what the dir holds.")] = False,
+    num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
     """Self-evolution data: K trajectories per question, scored by the task's metric, filtered, paired.
 
     Example: visrl-bench generate model=runs/sft/final task=zoomworld data=zw split=rl out=runs/gen k=8
     """
     from visrl_bench.core.config import load_config
+    from visrl_bench.core.distributed import ranks
     from visrl_bench.datagen.pairs import GenerateConfig, generate
 
+    relaunch(num_processes)
     try:
         cfg = load_config(GenerateConfig, config, list(ctx.args))
         missing = [k for k in ("model", "data", "out") if not getattr(cfg, k)]
@@ -62,6 +65,8 @@ def generate_command(
         stats = generate(cfg, resume=resume, overwrite=overwrite)
     except VisrlError as exc:
         fail(str(exc))
+    if not ranks().main:
+        return
     shown = {k: v for k, v in stats.items() if k not in ("config", "model")}
     typer.echo(json_text(shown, indent=2))
 

@@ -63,3 +63,74 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise DataError(path, f"corrupt record: {exc.msg}", line=lineno) from None
     return records
+
+
+SHARDS_DIR = "shards"
+
+
+class ShardedRecords:
+    """A record file written by one process or by several: with one, records go to `out/name` as always;
+    with several (data parallel), rank r appends and fsyncs `out/shards/<stem>.rank<r>.jsonl`, and the
+    main process merges everything into `out/name` at the end.
+
+    Resuming reads every source: the record file and any shard a run with another number of processes
+    left (a rank that was killed leaves a shard cut at a record or mid-line; the torn line is cut off), so
+    a run started with N processes is continued with M. Records are keyed (`key`) and the merge keeps one
+    per key, ordered by `order`: the file a single process writes in one go, whatever happened before."""
+
+    def __init__(self, out: Path, name: str, rank: int = 0, world: int = 1):
+        self.out, self.name, self.rank, self.world = Path(out), name, rank, world
+
+    @property
+    def path(self) -> Path:
+        return self.out / self.name
+
+    def shards(self) -> list[Path]:
+        stem = Path(self.name).stem
+        return sorted((self.out / SHARDS_DIR).glob(f"{stem}.rank*.jsonl"))
+
+    def sources(self) -> list[Path]:
+        return [self.path, *self.shards()]
+
+    @property
+    def own(self) -> Path:
+        """Where this process appends."""
+        if self.world == 1:
+            return self.path
+        return self.out / SHARDS_DIR / f"{Path(self.name).stem}.rank{self.rank}.jsonl"
+
+    def repair(self) -> None:
+        """Cut a half-written last line off every source (the main process, before the others read)."""
+        for path in self.sources():
+            read_records(path, repair=True)
+
+    def done(self) -> list[dict]:
+        return [r for path in self.sources() for r in read_records(path)]
+
+    def remove(self) -> None:
+        for path in self.sources():
+            path.unlink(missing_ok=True)
+
+    def open(self) -> IO[str]:
+        self.own.parent.mkdir(parents=True, exist_ok=True)
+        return self.own.open("a", encoding="utf-8")
+
+    def merge(self, key, order) -> list[dict]:
+        """One record per key (the first read), sorted by `order`, written to `out/name` in one piece;
+        the shards are removed only once it is in place. Returns the records."""
+        from visrl_bench.core.io import json_line, write_text_atomic
+
+        shards = self.shards()
+        seen: dict[Any, dict] = {}
+        for path in self.sources():
+            for record in read_records(path):
+                seen.setdefault(key(record), record)
+        records = sorted(seen.values(), key=order)
+        text = "".join(json_line(r) for r in records)
+        if shards or not self.path.is_file() or self.path.read_text(encoding="utf-8") != text:
+            write_text_atomic(self.path, text)
+        for path in shards:
+            path.unlink()
+        if shards and not any((self.out / SHARDS_DIR).iterdir()):
+            (self.out / SHARDS_DIR).rmdir()
+        return records

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from visrl_bench.core.boxes import ParsedBox, format_box, iou, parse_box
+from visrl_bench.core.distributed import barrier, device_for, execution, ranks
 from visrl_bench.core.errors import VisrlError, isolate_failures
 from visrl_bench.core.io import json_line, json_text
-from visrl_bench.core.rundir import append_records, changed_keys, read_identity, read_records
+from visrl_bench.core.rundir import ShardedRecords, append_records, changed_keys, read_identity, read_records
 from visrl_bench.core.seeding import seeded_random
 from visrl_bench.datagen.rules import (
     Candidate,
@@ -281,22 +282,28 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     identity = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "progress", "limit", "out")}
     identity["model"] = str(Path(cfg.model).resolve())
     identity["data"] = str(Path(cfg.data).resolve())
-    if (out / CONFIG_FILE).is_file() and not overwrite:
+    where = ranks()
+    store = ShardedRecords(out, QUESTIONS_FILE, where.rank, where.world)
+    if (out / CONFIG_FILE).is_file() and not overwrite:  # every rank checks, so all of them stop
         if not resume:
             raise VisrlError(f"{out} already holds generated data; pass --resume to continue or --overwrite")
         changed = changed_keys(read_identity(out / CONFIG_FILE, key=None), identity)
         if changed:
             raise VisrlError(f"{out}: cannot resume with different settings ({', '.join(changed)})")
-    elif overwrite and out.exists():
-        for name in (QUESTIONS_FILE, PAIRS_FILE, STATS_FILE, CONFIG_FILE):
-            (out / name).unlink(missing_ok=True)
-    for sub in ("images", "crops"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    barrier()
+    if where.main:
+        if overwrite and out.exists():
+            store.remove()
+            for name in (PAIRS_FILE, STATS_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+        for sub in ("images", "crops"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        store.repair()
+    barrier()
     if adapter is None:
-        adapter = load_model(cfg.model, cfg.arch, device=cfg.device)
-    done = _read_done(out / QUESTIONS_FILE)
-    done_positions = {r["position"] for r in done}
+        adapter = load_model(cfg.model, cfg.arch, device=device_for(cfg.device))
+    done_positions = {r["position"] for r in store.done()}
     started = time.perf_counter()
     total = task.count() if hasattr(task, "count") else None
     if cfg.limit is not None:
@@ -306,31 +313,36 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
         initial=len(done_positions),
         desc=f"generate {task.name}",
         unit="q",
-        disable=not cfg.progress,
+        disable=not (cfg.progress and where.main),
         dynamic_ncols=True,
     )
-    window: list = []
-    with (out / QUESTIONS_FILE).open("a", encoding="utf-8") as sink:
+    with store.open() as sink:
 
         def rejected(item, exc: Exception) -> dict:  # the processor or model refused this one's input
             position, sample = item
             return {"position": position, "id": sample.id, "error": sample.input_rejected(exc)}
 
         def flush(window):
+            # the whole window, even when a resumed run has part of it: its seeds and batches are those
+            # of an uninterrupted run; only the missing questions are written
+            missing = {p for p, _ in window if p not in done_positions}
+            if not missing or not where.takes(window[0][0] // WINDOW):
+                return
             first = window[0][0]
 
             def run(part):
                 return _window(task, part, adapter, cfg, out, first)
 
-            append_records(sink, isolate_failures(window, run, rejected))
-            bar.update(len(window))
+            records = isolate_failures(window, run, rejected)
+            append_records(sink, [r for r in records if r["position"] in missing])
+            bar.update(len(missing) * where.world)
 
+        window: list = []
         for position, sample in enumerate(task.samples()):
             if cfg.limit is not None and position >= cfg.limit:
                 break
-            if position in done_positions:
-                continue
-            # windows are aligned to multiples of WINDOW, so a resumed run samples with the same seeds
+            # windows are aligned to multiples of WINDOW: sampling seeds are per window, and rank r takes
+            # every world-th window
             if window and position // WINDOW != window[0][0] // WINDOW:
                 flush(window)
                 window = []
@@ -338,7 +350,11 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
         if window:
             flush(window)
     bar.close()
-    records = sorted(_read_done(out / QUESTIONS_FILE), key=lambda r: r["position"])
+    barrier()
+    if not where.main:
+        barrier()  # the main process merges and writes pairs.jsonl and stats.json
+        return json.loads((out / STATS_FILE).read_text())
+    records = store.merge(key=lambda r: r["position"], order=lambda r: r["position"])
     with (out / PAIRS_FILE).open("w", encoding="utf-8") as f:
         for r in records:
             for p in r.get("pairs", []):
@@ -347,6 +363,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
     stats["seconds_this_run"] = round(time.perf_counter() - started, 1)
     stats["model"] = adapter.describe()
     stats["config"] = asdict(cfg)
+    stats["execution"] = execution()
     (out / STATS_FILE).write_text(json_text(stats, indent=2, sort_keys=True) + "\n")
     if stats.get("focus_signal") is False:
         print(
@@ -356,6 +373,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
             "first (gold-crop accuracy) and that SFT boxes are partly right. !!!\n",
             file=sys.stderr,
         )
+    barrier()
     return stats
 
 
@@ -401,5 +419,6 @@ def apply_filter(src: str | Path, out: str | Path, cfg: GenerateConfig) -> dict:
     (out / CONFIG_FILE).write_text(
         json.dumps({**before, **{k: mine[k] for k in FILTER_FIELDS}}, indent=2, sort_keys=True) + "\n"
     )
+    stats["execution"] = execution()
     (out / STATS_FILE).write_text(json_text(stats, indent=2, sort_keys=True) + "\n")
     return stats

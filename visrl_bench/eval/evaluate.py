@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 from visrl_bench import __version__
 from visrl_bench.core.boxes import holds_box, iou, parse_box
 from visrl_bench.core.config import validate
+from visrl_bench.core.distributed import barrier, device_for, execution, gather, ranks
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.core.io import json_text
 from visrl_bench.core.registry import MODES, TASKS
-from visrl_bench.core.rundir import append_records, changed_keys, read_identity, read_records
+from visrl_bench.core.rundir import ShardedRecords, append_records, changed_keys, read_identity
 from visrl_bench.eval.aggregate import FOCUS_NOTES, ZOOM_NOTES, aggregate_run
 from visrl_bench.eval.scoring import git_hash, package_versions
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_turns
@@ -119,14 +120,13 @@ def _identity(cfg: EvalConfig, adapter: LMMAdapter, tasks: list) -> dict[str, An
     }
 
 
-def prepare_run_dir(out: Path, identity: dict, resume: bool, overwrite: bool) -> list[dict]:
-    """Check the directory against this run; return the records already done (when resuming)."""
-    out.mkdir(parents=True, exist_ok=True)
-    run_file, samples = out / RUN_FILE, out / SAMPLES_FILE
-    if overwrite:
-        for name in (SAMPLES_FILE, RESULTS_FILE, RUN_FILE):
-            (out / name).unlink(missing_ok=True)
-    elif run_file.is_file() or samples.is_file():
+def prepare_run_dir(
+    out: Path, identity: dict, resume: bool, overwrite: bool, store: ShardedRecords
+) -> list[dict]:
+    """Check the directory against this run; return the records already done (when resuming). Every rank
+    checks (so that all of them stop on a refused directory); the main process then claims it."""
+    run_file = out / RUN_FILE
+    if not overwrite and (run_file.is_file() or any(p.is_file() for p in store.sources())):
         previous = read_identity(run_file) or {}
         if previous != identity:
             keys = ", ".join(changed_keys(previous, identity)) or "run.json missing"
@@ -138,10 +138,19 @@ def prepare_run_dir(out: Path, identity: dict, resume: bool, overwrite: bool) ->
             raise RunDirError(
                 f"{out} already holds this run; pass --resume to continue it or --overwrite to start over"
             )
-    tmp = run_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"identity": identity, "visrl_bench_version": __version__}, indent=2))
-    tmp.replace(run_file)
-    return read_records(samples, repair=True)
+    barrier()  # every rank has looked before the main process changes anything
+    if ranks().main:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            store.remove()
+            for name in (RESULTS_FILE, RUN_FILE):
+                (out / name).unlink(missing_ok=True)
+        tmp = run_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": identity, "visrl_bench_version": __version__}, indent=2))
+        tmp.replace(run_file)
+        store.repair()
+    barrier()
+    return store.done()
 
 
 # --- one window of samples ---------------------------------------------------------------------------------
@@ -326,38 +335,50 @@ def evaluate(
         adapter = load_model(
             cfg.model,
             cfg.arch,
-            device=cfg.device,
+            device=device_for(cfg.device),
             dtype=cfg.dtype,
             box_format=cfg.box_format,
             trust_remote_code=cfg.trust_remote_code,
         )
     out = Path(out_dir)
     identity = _identity(cfg, adapter, tasks)
-    done = prepare_run_dir(out, identity, resume, overwrite)
+    where = ranks()
+    store = ShardedRecords(out, SAMPLES_FILE, where.rank, where.world)
+    done = prepare_run_dir(out, identity, resume, overwrite, store)
     done_keys = {(r["task"], r["id"]) for r in done}
-    timing: dict[str, dict] = {}
-    with (out / SAMPLES_FILE).open("a", encoding="utf-8") as sink:
+    timing: dict[str, Any] = {}
+    with store.open() as sink:
         for task in tasks:
-            todo = (
-                (p, s)
-                for p, s in _enumerate_limited(task.samples(), cfg.limit)
-                if (task.name, s.id) not in done_keys
+            # windows are fixed by position (not by what is left), so a resumed or sharded run batches every
+            # question with the same neighbours as one uninterrupted process: the same greedy outputs and
+            # sampling seeds. Rank r takes every world-th window; a window partly done is run again whole
+            # and only its missing records are written.
+            windows = _windows(
+                _enumerate_limited(task.samples(), cfg.limit), max(cfg.batch_size, 1) * WINDOW_BATCHES
             )
-            bar = _progress(task, cfg.limit, sum(1 for k in done_keys if k[0] == task.name), progress)
+            already = sum(1 for k in done_keys if k[0] == task.name)
+            bar = _progress(task, cfg.limit, already, progress and where.main)
             started, count = time.perf_counter(), 0
-            for window in _windows(todo, max(cfg.batch_size, 1) * WINDOW_BATCHES):
-                append_records(sink, run_window(task, window, adapter, mode, cfg))
-                count += len(window)
-                bar.update(len(window))
+            for w, window in enumerate(windows):
+                missing = [s.id for _, s in window if (task.name, s.id) not in done_keys]
+                if not missing or not where.takes(w):
+                    continue
+                fresh = set(missing)
+                append_records(
+                    sink, [r for r in run_window(task, window, adapter, mode, cfg) if r["id"] in fresh]
+                )
+                count += len(missing)
+                bar.update(len(missing) * where.world)  # the other ranks keep about the same pace
             bar.close()
-            seconds = time.perf_counter() - started
-            timing[task.name] = {
-                "samples": count,
-                "seconds": round(seconds, 3),
-                "samples_per_second": round(count / seconds, 3) if count and seconds else None,
-            }
-
-    records = read_records(out / SAMPLES_FILE)
+            timing[task.name] = (count, time.perf_counter() - started)
+    timing = merged_timing(gather(timing))
+    if not where.main:
+        barrier()  # the main process merges and writes results.json
+        return json.loads((out / RESULTS_FILE).read_text())
+    order = {t.name: i for i, t in enumerate(tasks)}
+    records = store.merge(
+        key=lambda r: (r["task"], r["id"]), order=lambda r: (order.get(r["task"], len(order)), r["position"])
+    )
     per_task = aggregate_run(tasks, records, cfg.seed, cfg.limit)
     notes = {}
     for t in tasks:
@@ -381,6 +402,7 @@ def evaluate(
             "mode": mode.name,
             "generation": cfg.generation.as_dict(),
             "seed": cfg.seed,
+            "execution": execution(),
             "package_versions": package_versions(
                 (
                     "numpy",
@@ -399,7 +421,24 @@ def evaluate(
     tmp = out / (RESULTS_FILE + ".tmp")
     tmp.write_text(json_text(results, indent=2))
     tmp.replace(out / RESULTS_FILE)
+    barrier()
     return results
+
+
+def merged_timing(per_rank: list[dict[str, tuple[int, float]]]) -> dict[str, dict]:
+    """Each task's samples done in this run and its wall time (the slowest rank's), from every rank's."""
+    out = {}
+    for name in per_rank[0]:
+        count = sum(t[name][0] for t in per_rank)
+        seconds = max(t[name][1] for t in per_rank)
+        out[name] = {
+            "samples": count,
+            "seconds": round(seconds, 3),
+            "samples_per_second": round(count / seconds, 3) if count and seconds else None,
+        }
+        if len(per_rank) > 1:
+            out[name]["samples_per_process"] = [t[name][0] for t in per_rank]
+    return out
 
 
 def _enumerate_limited(samples: Iterable[Sample], limit: int | None) -> Iterator[tuple[int, Sample]]:
