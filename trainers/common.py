@@ -94,9 +94,10 @@ class Recipe:
 def load_policy(cfg: TrainConfig, path: str | None = None):
     """The eval adapter for the checkpoint (its model, processor, image preparation and box convention),
     with the vision tower frozen and LoRA attached as configured."""
+    from visrl_bench.core.distributed import device_for
     from visrl_bench.models import load_model
 
-    adapter = load_model(path or cfg.model, cfg.arch, device=cfg.device)
+    adapter = load_model(path or cfg.model, cfg.arch, device=device_for(cfg.device))
     model = adapter.model
     model.train()
     if not cfg.train_vision:
@@ -152,6 +153,9 @@ def trl_arguments(config_class, cfg: TrainConfig, **extra: Any):
         activation_checkpointing=cfg.activation_checkpointing,
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
+        # data parallel: every trainable parameter takes part in each step (the frozen vision tower has no
+        # gradient to reduce), so DDP need not walk the graph looking for unused ones
+        ddp_find_unused_parameters=False,
         **extra,
     )
 
@@ -235,8 +239,19 @@ def copy_processor_files(base: str | Path, out: str | Path) -> None:
 
 
 def save_model(model, base: str | Path, out: str | Path, info: dict[str, Any]) -> Path:
-    """A plain checkpoint `eval` loads: LoRA merged into the weights, the base's processor files."""
+    """A plain checkpoint `eval` loads: LoRA merged into the weights, the base's processor files. With
+    several processes the main one merges and writes it, once; every rank returns when it is on disk
+    (a next step loads it from there)."""
+    from visrl_bench.core.distributed import barrier, ranks
+
     out = Path(out)
+    if ranks().main:
+        _write_model(model, base, out, info)
+    barrier()
+    return out
+
+
+def _write_model(model, base: str | Path, out: Path, info: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -251,7 +266,6 @@ def save_model(model, base: str | Path, out: str | Path, info: dict[str, Any]) -
         )
         + "\n"
     )
-    return out
 
 
 def export(adapter_dir: str | Path, base: str | Path, out: str | Path) -> Path:
@@ -273,4 +287,9 @@ def export(adapter_dir: str | Path, base: str | Path, out: str | Path) -> Path:
 
 
 def write_summary(out: Path, info: dict[str, Any]) -> None:
+    from visrl_bench.core.distributed import execution, ranks
+
+    if not ranks().main:
+        return
+    info = {**info, "execution": execution()}
     (out / "train_summary.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +112,26 @@ class VisionDPOTrainer(DPOTrainer):
         return self.batcher.preference(self.pairs(rows))
 
     def with_reference_logps(self, dataset):
+        """The reference log-probs of every pair, as two columns. With several processes the main one
+        computes them, once, into OUT/reference_logps.json, and every rank reads that file."""
+        from visrl_bench.core.distributed import barrier, ranks
+
+        path = Path(self.args.output_dir) / "reference_logps.json"
+        if ranks().main:
+            chosen, rejected = self.reference_logps(dataset)
+            path.write_text(json.dumps({"chosen": chosen, "rejected": rejected}))
+        barrier()
+        if not ranks().main:
+            saved = json.loads(path.read_text())
+            chosen, rejected = saved["chosen"], saved["rejected"]
+        return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+    def reference_logps(self, dataset) -> tuple[list[float], list[float]]:
         import torch
 
-        model = self.ref_model if self.ref_model is not None else self.model
+        # unwrapped: a DDP-wrapped reference would broadcast its buffers at every forward, a collective the
+        # other ranks (waiting for this file) are not in
+        model = self.accelerator.unwrap_model(self.ref_model if self.ref_model is not None else self.model)
         was_training = model.training
         model.eval()
         chosen, rejected = [], []
@@ -129,7 +147,7 @@ class VisionDPOTrainer(DPOTrainer):
             chosen += c.float().cpu().tolist()
             rejected += r.float().cpu().tolist()
         model.train(was_training)
-        return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+        return chosen, rejected
 
 
 def reference_model(cfg: DPOTrainConfig, adapter):

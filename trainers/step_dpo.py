@@ -16,7 +16,9 @@ from typing import Any, ClassVar
 from visrl_bench.trainers.common import Recipe
 from visrl_bench.trainers.dpo import DPOTrainConfig, VisionDPOTrainer, run_dpo
 
-from visrl_bench.core.errors import Bounds
+from visrl_bench.core.distributed import ranks
+from visrl_bench.core.errors import Bounds, VisrlError
+from visrl_bench.core.seeding import seeded_random
 
 STEP_NAMES = ("box", "answer")
 STEP_PREFIXES = tuple(f"{s}/" for s in STEP_NAMES)
@@ -35,8 +37,17 @@ class StepDPOTrainer(VisionDPOTrainer):
         self.step_weights = step_weights or {"box": 0.5, "answer": 0.5}
         super().__init__(**kwargs)
 
+    def _get_train_sampler(self, train_dataset=None):
+        """Data parallel: TRL gathers each sub-loss's metrics across ranks (same shapes, same calls), so
+        every rank's batch must hold as many pairs of each step as every other's: `StepBalancedSampler`.
+        One process keeps Trainer's own shuffling."""
+        if ranks().world == 1:
+            return super()._get_train_sampler(train_dataset)
+        steps = (self.train_dataset if train_dataset is None else train_dataset)["step"]
+        return StepBalancedSampler(steps, self.args.per_device_train_batch_size, self.args.seed)
+
     def collate(self, rows: list[dict]) -> dict:
-        out = {}
+        out: dict[str, Any] = {}
         for step in STEP_NAMES:
             picked = [r for r in rows if r["step"] == step]
             if picked:
@@ -69,6 +80,40 @@ class StepDPOTrainer(VisionDPOTrainer):
         if return_outputs:
             return total, None
         return total
+
+
+class StepBalancedSampler:
+    """Indices in blocks of `batch_size` (one per-device batch) that each hold the same number of pairs of
+    each step present: each step's pairs shuffled by a seeded RNG every epoch, the shorter lists cycled
+    to the longest's length. A pair may so appear twice in an epoch; a batch never lacks a step."""
+
+    def __init__(self, steps: list[str], batch_size: int, seed: int):
+        self.by_step = [[i for i, s in enumerate(steps) if s == name] for name in STEP_NAMES]
+        self.by_step = [ix for ix in self.by_step if ix]
+        if batch_size % len(self.by_step):
+            raise VisrlError(
+                f"step-DPO on several processes puts {len(self.by_step)} steps in every batch: batch_size "
+                f"({batch_size}) must be a multiple of {len(self.by_step)}"
+            )
+        self.share, self.seed, self.epoch = batch_size // len(self.by_step), seed, 0
+        longest = max(len(ix) for ix in self.by_step)
+        self.blocks = -(-longest // self.share)
+
+    def __len__(self) -> int:
+        return self.blocks * self.share * len(self.by_step)
+
+    def __iter__(self):
+        rng = seeded_random("step_balanced", self.seed, self.epoch)
+        self.epoch += 1
+        streams = []
+        for ix in self.by_step:
+            order = list(ix)
+            rng.shuffle(order)
+            need = self.blocks * self.share
+            streams.append((order * (need // len(order) + 1))[:need])
+        for b in range(self.blocks):
+            for stream in streams:
+                yield from stream[b * self.share : (b + 1) * self.share]
 
 
 def train(cfg: StepDPOConfig) -> Path:

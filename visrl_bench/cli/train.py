@@ -17,15 +17,18 @@ def train_command(
     ctx: typer.Context,
     trainer: Annotated[str, typer.Option(help="A registered trainer: sft, dpo, step_dpo, visrl.")],
     config: Annotated[Path | None, typer.Option(help="YAML of the trainer's options.")] = None,
+    num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
     """Run a trainer recipe: options from --config YAML, then `key=value` arguments (which win).
 
     Example: visrl-bench train --trainer sft --config sft.yaml model=ckpt/base out=runs/sft lr=1e-4
     """
     from visrl_bench.core.config import load_config
+    from visrl_bench.core.distributed import ranks
     from visrl_bench.core.logs import output_to
     from visrl_bench.core.registry import TRAINERS
 
+    relaunch(num_processes)
     try:
         recipe = TRAINERS.load(trainer)
         cfg = load_config(recipe.config_class, config, list(ctx.args))
@@ -33,11 +36,14 @@ def train_command(
         if missing:
             raise VisrlError(f"trainer {trainer!r} needs {' and '.join(missing)} (key=value or in --config)")
         out = Path(cfg.out)
-        with output_to(out / "train.log", prints=False):  # library warnings; per-step logs are in log.csv
+        where = ranks()
+        log = out / ("train.log" if where.main else f"train.rank{where.rank}.log")
+        with output_to(log, prints=False):  # library warnings; per-step logs are in log.csv
             path = recipe.run(cfg)
     except VisrlError as exc:
         fail(str(exc))
-    typer.echo(f"wrote {path} (library warnings: {out / 'train.log'})")
+    if where.main:
+        typer.echo(f"wrote {path} (library warnings: {log})")
 
 
 @app.command("generate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
