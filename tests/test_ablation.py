@@ -353,3 +353,29 @@ def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld,
     stamp = (cfg.cell_dir("grpo", "qwen2_vl", 0) / "cell.json").stat().st_mtime_ns
     run_ablation(cfg, jobs=1, progress=False)  # a rerun skips finished cells
     assert (cfg.cell_dir("grpo", "qwen2_vl", 0) / "cell.json").stat().st_mtime_ns == stamp
+
+
+def test_cells_run_as_submitit_jobs_and_a_rerun_skips_them(tmp_path, zoomworld, tiny_checkpoints):
+    """`--scheduler local`: each lane a job of submitit's local executor (a process of its own, with its
+    stdout and pickled result under OUT/submitit/); the same cells and the same resume as the pool."""
+    text = (
+        f"data: {zoomworld}\nout: {tmp_path / 'grid'}\nleaderboard: {tmp_path / 'board' / 'table'}\n"
+        f"bases: {{llava: {tiny_checkpoints['llava']}, qwen2_vl: {tiny_checkpoints['qwen2_vl']}}}\n"
+        "rows: [base_direct]\n"
+    )
+    args = ["ablate", "--config", str(_yaml(tmp_path, text)), "--preset", "quick", "--jobs", "2"]
+    args += ["--scheduler", "local", "--no-progress", "eval_limit=2", "max_new_tokens=4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "2/2 cells done, 0 failed" in result.output
+    for base in ("llava", "qwen2_vl"):
+        assert result.output.count(f"base_direct / {base} / seed0: accuracy ") == 1, result.output
+    jobs = sorted((tmp_path / "grid" / "submitit").glob("*/*_result.pkl"))
+    assert len(jobs) == 2  # two submitit jobs, one per lane
+    cells = sorted((tmp_path / "grid" / "cells").rglob("cell.json"))
+    stamps = [c.stat().st_mtime_ns for c in cells]
+    rerun = CliRunner().invoke(app, args)
+    assert rerun.exit_code == 0 and "2/2 cells done" in rerun.output
+    assert [c.stat().st_mtime_ns for c in cells] == stamps  # finished cells are not run again
+    bad = CliRunner().invoke(app, [*(a if a != "local" else "cron" for a in args)])
+    assert bad.exit_code == 2 and "scheduler must be one of pool, local, slurm" in bad.output

@@ -88,6 +88,17 @@ def ablate_command(
     ] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Lanes (base x seed) run in parallel processes.")] = 1,
     progress: Annotated[bool, typer.Option(help="Progress bar over cells.")] = True,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="pool: worker processes here; local / slurm: each lane a submitit job (its local or "
+            "Slurm executor, at most --jobs at a time)."
+        ),
+    ] = "pool",
+    slurm: Annotated[
+        list[str] | None,
+        typer.Option(help="A submitit executor parameter key=value, e.g. slurm_partition=gpu (repeat)."),
+    ] = None,
 ) -> None:
     """Every configuration x every base LMM (x seeds): one resumable cell each, then the leaderboard.
 
@@ -97,7 +108,10 @@ def ablate_command(
 
     try:
         cfg = load_ablation_config(config, preset, list(ctx.args))
-        summary = run_ablation(cfg, jobs=jobs, progress=progress)
+        from visrl_bench.core.config import option_values
+
+        options = option_values(slurm or [])
+        summary = run_ablation(cfg, jobs=jobs, progress=progress, scheduler=scheduler, slurm=options)
     except VisrlError as exc:
         fail(str(exc))
     if summary["table"]:

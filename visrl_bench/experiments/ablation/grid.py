@@ -66,6 +66,36 @@ def _run_cells(cfg: AblationConfig, base: str, seed: int, rows: list[str]) -> di
     return status
 
 
+def _submit_lanes(cfg: AblationConfig, lanes: list, jobs: int, cluster: str, slurm: dict, report) -> None:
+    """Each lane as a submitit job; the grid's bar and cell lines are kept up to date while they run."""
+    import submitit
+
+    folder = Path(cfg.out) / "submitit"
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if cluster == "local" else None
+    if cluster == "slurm":
+        executor.update_parameters(**{"timeout_min": 24 * 60, **slurm}, slurm_array_parallelism=jobs)
+        with executor.batch():
+            submitted = [
+                executor.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
+            ]
+    else:
+        executor.update_parameters(timeout_min=24 * 60)
+        submitted, waiting = [], list(lanes)
+    while True:
+        if cluster == "local":  # the local executor starts what it is given at once: `jobs` at a time
+            while waiting and sum(not j.done() for j in submitted) < jobs:
+                b, s = waiting.pop(0)
+                submitted.append(executor.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True))
+        if all(j.done() for j in submitted) and not (cluster == "local" and waiting):
+            break
+        time.sleep(1.0)
+        report()
+    report()
+    for job in submitted:
+        job.result()  # a job that died outright (not a cell error, which error.json records) surfaces here
+
+
 def ensure_data(cfg: AblationConfig) -> None:
     if cfg.zoomworld_seed is None or cfg.task != "zoomworld":
         return
@@ -119,8 +149,26 @@ def _finished(cfg: AblationConfig) -> tuple[int, int]:
     return done, failed
 
 
-def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Run (or continue) the grid; returns {cells, done, failed, seconds, leaderboard}."""
+SCHEDULERS = ("pool", "local", "slurm")
+
+
+def run_ablation(
+    cfg: AblationConfig,
+    jobs: int = 1,
+    progress: bool = True,
+    scheduler: str = "pool",
+    slurm: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) the grid; returns {cells, done, failed, seconds, leaderboard}.
+
+    A job is a lane (a base and a seed: its cells share the SFT model and the generated samples).
+    `scheduler`: `pool` runs `jobs` lanes at a time in worker processes of this machine; `local` and
+    `slurm` hand each lane to submitit (its local executor, or its Slurm executor: a job array of at most
+    `jobs` lanes at a time; `slurm` holds AutoExecutor parameters, e.g. {"slurm_partition": "gpu",
+    "gpus_per_node": 1, "timeout_min": 240}). Resume is the same in all three:
+    a finished cell is never rerun, a failed one is recorded and the grid goes on."""
+    if scheduler not in SCHEDULERS:
+        raise VisrlError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
@@ -163,7 +211,9 @@ def run_ablation(cfg: AblationConfig, jobs: int = 1, progress: bool = True) -> d
         bar.update(_finished(cfg)[0] - bar.n)
 
     bar.write(f"stage logs (trainers, library warnings): {Path(cfg.out) / 'logs'}")
-    if jobs <= 1:
+    if scheduler != "pool":
+        _submit_lanes(cfg, lanes, jobs, scheduler, slurm or {}, report)
+    elif jobs <= 1:
         for base, seed in lanes:
             for name in cfg.rows:
                 run_lane(cfg, base, seed, [name])
