@@ -185,3 +185,16 @@ def test_the_step_balanced_sampler_gives_every_batch_both_steps():
     assert list(sampler) != order  # reshuffled every epoch
     with pytest.raises(Exception, match="multiple of 2"):
         StepBalancedSampler(steps, batch_size=3, seed=0)
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2_7b"])
+def test_the_accelerate_configs_read_as_accelerate_reads_them(name):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(Path(__file__).parents[1] / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.num_processes == 8 and config.mixed_precision == "bf16"
+    if name == "deepspeed_zero2_7b":
+        # ZeRO-2 keeps whole weights on every GPU: the main process's save is the full model
+        assert config.deepspeed_config["zero_stage"] == 2
