@@ -47,7 +47,9 @@ class ImageSource:
         """The sample's place in `origin`, numbered as its other errors are: file:line or file (row N)."""
         return locate(self.origin, self.line, self.row)
 
-    def load(self):
+    def load(self, reduce_to: tuple[int, int] | None = None):
+        """The image, RGB. `reduce_to`: a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size, never smaller
+        than this (PIL's draft mode): a report's thumbnail of an 8K image without decoding all of it."""
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -67,6 +69,8 @@ class ImageSource:
                 if not raw:
                     raise DataError(self.origin, "empty image", line=self.line, row=self.row)
                 img = Image.open(io.BytesIO(raw))
+            if reduce_to is not None and img.format == "JPEG":
+                img.draft("RGB", reduce_to)
             img.load()
             return img.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

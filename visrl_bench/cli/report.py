@@ -61,3 +61,44 @@ def export_command(
     except VisrlError as exc:
         fail(str(exc))
     typer.echo(f"wrote {path}")
+
+
+@app.command("show")
+def show_command(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="An eval run dir, or two over the same questions; or a trainer / ablation dir."),
+    ],
+    out: Annotated[Path, typer.Option(help="Report directory (index.html, pages, img/).")],
+    filter: Annotated[
+        str | None, typer.Option(help="correct | wrong (in the first run) | flipped (two runs differ).")
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="Only the samples of this category.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N samples.")] = None,
+    contact_sheet: Annotated[
+        Path | None, typer.Option(help="Also a PNG grid of the samples (a paper figure).")
+    ] = None,
+    page_size: Annotated[int, typer.Option(min=1, help="Samples per page.")] = 50,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """See where the model looked: a static HTML report of a run's samples (boxes drawn on the images,
+    crops, every turn), two runs side by side, or a trainer's curves. Opens from disk, no server."""
+    from visrl_bench.report.curves import write_curves
+    from visrl_bench.report.show import write_report
+
+    try:
+        if len(runs) == 1 and not (runs[0] / "results.json").is_file():
+            summary = write_curves(runs[0], out)
+            typer.echo(f"wrote {summary['figures']} figures: {summary['index']}")
+            return
+        summary = write_report(
+            runs, out, filter, category, limit, contact_sheet, page_size=page_size, progress=progress
+        )
+    except VisrlError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"wrote {summary['samples']} samples on {summary['pages']} pages ({summary['bytes'] / 1e6:.1f} MB, "
+        f"{summary['seconds']:.1f} s): {summary['index']}"
+    )
+    if contact_sheet:
+        typer.echo(f"wrote {contact_sheet}")

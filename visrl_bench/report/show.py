@@ -1,0 +1,445 @@
+"""`visrl-bench show`: see where a model looked. A static report (HTML and JPEG thumbnails, no server, no
+network, opens from disk) of one run or of two runs over the same questions, and training curves.
+
+Per sample: the image with the gold box(es), the model's box(es) and the crop region drawn in the original
+image's pixels from the run's own records (a box-convention bug shows as a visibly misplaced box), the
+crop itself, every turn's prompt and raw output, the parsed box with its repairs, the prediction, the gold
+answer and the score. Two runs are paired question by question; `flipped` keeps the questions whose
+outcome differs, where a method's effect is visible. Pages hold `page_size` samples each; thumbnails are
+at most THUMB pixels on their longest side (an HR-Bench 8K JPEG is decoded at a reduced scale, never at
+full size).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visrl_bench.core.boxes import Box
+from visrl_bench.core.errors import DataError, VisrlError
+
+THUMB = 384  # longest side of an annotated image
+CROP_THUMB = 192  # longest side of a crop
+PAGE_SIZE = 50
+JPEG_QUALITY = 85
+# distinct under JPEG and for most colour-blind readers: gold green, the model's boxes red, crops blue
+GOLD, BOX, CROP = (0, 200, 0), (235, 20, 20), (20, 110, 255)
+FILTERS = ("correct", "wrong", "flipped")
+
+
+@dataclass
+class Run:
+    """An eval run directory read back: its results, its records, and its tasks rebuilt from its config."""
+
+    path: Path
+    results: dict[str, Any]
+    records: dict[tuple[str, str], dict] = field(default_factory=dict)
+    tasks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        from visrl_bench.core.registry import TASKS
+        from visrl_bench.core.rundir import read_records
+
+        path = Path(path)
+        results_file = path / "results.json"
+        if not results_file.is_file():
+            raise DataError(path, "no results.json: not a finished eval run")
+        try:
+            results = json.loads(results_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(results_file, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
+        run = cls(path, results)
+        config = results.get("config", {})
+        for spec in config.get("tasks", []):
+            run.tasks[spec["name"]] = TASKS.build(
+                spec["name"],
+                spec["data"],
+                spec.get("split"),
+                seed=config.get("seed", 0),
+                **spec.get("options", {}),
+            )
+        for record in read_records(path / "samples.jsonl"):
+            run.records[(record["task"], str(record["id"]))] = record
+        return run
+
+    def score(self, key: tuple[str, str]) -> float | None:
+        """The record's headline score (None: an error record, or a question this run lacks)."""
+        record = self.records.get(key)
+        task = self.tasks.get(key[0])
+        if record is None or task is None or record.get("error"):
+            return None
+        scores = record.get("scores") or {}
+        headline = task.headline_metrics[0] if task.headline_metrics else next(iter(scores), None)
+        value = scores.get(headline)
+        return float(value) if isinstance(value, int | float) else None
+
+    def headline(self) -> list[tuple[str, str, float, list[float] | None]]:
+        """(task, metric, value, 95% CI) of each task's headline metrics and its focus IoU."""
+        out = []
+        for name, metrics in self.results.get("results", {}).items():
+            task = self.tasks.get(name)
+            names = [*(task.headline_metrics if task else ()), "focus_iou", "zoom_crops"]
+            for metric in names:
+                if isinstance(metrics.get(metric), int | float):
+                    out.append((name, metric, metrics[metric], metrics.get(f"{metric}_ci95")))
+        return out
+
+
+def correct(score: float | None) -> bool | None:
+    """A question counts as right when its headline score is at least 0.5 (VQA accuracy 0.6 or 1, a right
+    choice, a box at IoU >= 0.5); None when it has no score."""
+    return None if score is None else score >= 0.5
+
+
+def select(
+    runs: list[Run], filter: str | None, category: str | None, limit: int | None
+) -> list[tuple[str, str]]:
+    """The questions of the report, in the first run's order: in every run, of `category`, matching
+    `filter` (correct / wrong in the first run; flipped: the two runs' outcomes differ)."""
+    if filter is not None and filter not in FILTERS:
+        raise VisrlError(f"--filter takes {', '.join(FILTERS)}, got {filter!r}")
+    if filter == "flipped" and len(runs) != 2:
+        raise VisrlError("--filter flipped compares two runs: give RUN and RUN2")
+    first = runs[0]
+    keys = [k for k in first.records if all(k in r.records for r in runs[1:])]
+    if category is not None:
+        keys = [k for k in keys if first.records[k].get("category") == category]
+    if filter in ("correct", "wrong"):
+        keys = [k for k in keys if correct(first.score(k)) is (filter == "correct")]
+    elif filter == "flipped":
+        keys = [
+            k
+            for k in keys
+            if None not in (correct(runs[0].score(k)), correct(runs[1].score(k)))
+            and correct(runs[0].score(k)) != correct(runs[1].score(k))
+        ]
+    return keys[:limit] if limit is not None else keys
+
+
+# --- drawing ---------------------------------------------------------------------------------------------
+def focus_boxes(record: dict) -> list[dict]:
+    """The model's box steps as the record holds them: every zoom turn, else the one focus step."""
+    if record.get("zoom", {}).get("boxes"):
+        return list(record["zoom"]["boxes"])
+    return [record["focus"]] if record.get("focus") else []
+
+
+def original_size(record: dict, sample) -> tuple[int, int] | None:
+    size = record.get("image_size") or sample.image_size
+    return (int(size[0]), int(size[1])) if size else None
+
+
+def open_reduced(sample, size: tuple[int, int] | None, crops: list[Box]):
+    """The sample's image, decoded no larger than the report needs: THUMB for the image, CROP_THUMB for its
+    smallest crop. Returns (image, scale from original pixels to the image's)."""
+    want = None
+    if size is not None:
+        w, h = size
+        scale = THUMB / max(w, h)
+        sides = [min(c.width, c.height) for c in crops if c.width > 0 and c.height > 0]
+        if sides:
+            scale = max(scale, min(1.0, CROP_THUMB / min(sides)))
+        want = (max(1, math.ceil(w * min(scale, 1.0))), max(1, math.ceil(h * min(scale, 1.0))))
+    image = sample.image.load(reduce_to=want) if sample.image is not None else sample.load_image()
+    base = size[0] if size is not None else image.width
+    return image, image.width / base
+
+
+def annotate(image, scale: float, gold: list[Box], boxes: list[Box | None], crops: list[Box | None]):
+    """A THUMB-sized copy of `image` with the gold boxes, the model's boxes (numbered by turn when there are
+    several) and the crop regions drawn; every box given in original pixels."""
+    from PIL import ImageDraw
+
+    thumb = image.copy()
+    thumb.thumbnail((THUMB, THUMB))
+    s = scale * thumb.width / image.width
+    draw = ImageDraw.Draw(thumb)
+    width = max(3, round(max(thumb.size) / 128))
+
+    def rect(box: Box, colour, w: int) -> None:
+        # the outline lies inside the box: its first pixel row / column is the box's edge, rounded
+        x1, y1, x2, y2 = (round(v * s) for v in box.as_list())
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=w)
+
+    for box in crops:
+        if box is not None:
+            rect(box, CROP, max(2, width - 1))
+    for box in gold:
+        rect(box, GOLD, width)
+    for n, box in enumerate(boxes, start=1):
+        if box is not None:
+            rect(box, BOX, width)
+            if len(boxes) > 1:
+                draw.text((box.x1 * s + width + 1, box.y1 * s + width), str(n), fill=BOX)
+    return thumb
+
+
+def crop_thumbnail(image, scale: float, region: Box):
+    x1, y1, x2, y2 = (round(v * scale) for v in region.as_list())
+    crop = image.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
+    crop.thumbnail((CROP_THUMB, CROP_THUMB))
+    return crop
+
+
+def _box(values) -> Box | None:
+    return Box(*values) if values else None
+
+
+# --- the report ------------------------------------------------------------------------------------------
+def write_report(
+    paths: list[str | Path],
+    out: str | Path,
+    filter: str | None = None,
+    category: str | None = None,
+    limit: int | None = None,
+    contact_sheet: str | Path | None = None,
+    page_size: int = PAGE_SIZE,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write OUT/index.html and its pages; returns {samples, pages, files, bytes, seconds}."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    if not 1 <= len(paths) <= 2:
+        raise VisrlError("show takes one run, or two runs over the same questions")
+    runs = [Run.load(p) for p in paths]
+    keys = select(runs, filter, category, limit)
+    out = Path(out)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    cards, sheet = [], []
+    for n, key in enumerate(tqdm(keys, desc="show", unit="sample", disable=not progress, dynamic_ncols=True)):
+        cards.append(_card(runs, key, n, out, sheet if contact_sheet else None))
+    pages = [cards[i : i + page_size] for i in range(0, len(cards), page_size)] or [[]]
+    names = [f"page-{i + 1:04d}.html" for i in range(len(pages))]
+    title = " vs ".join(html.escape(r.name) for r in runs)
+    what = _selection_text(filter, category, limit, len(keys))
+    for i, (name, page) in enumerate(zip(names, pages, strict=True)):
+        nav = _nav(names, i)
+        body = (
+            f"<h1>{title}</h1><p>{what} — page {i + 1} of {len(pages)} · <a href='index.html'>summary</a></p>"
+        )
+        (out / name).write_text(_html(title, body + nav + "".join(page) + nav), encoding="utf-8")
+    links = []
+    for i, name in enumerate(names):
+        first, last = i * page_size + 1, min((i + 1) * page_size, len(keys))
+        links.append(f"<li><a href='{name}'>page {i + 1}</a> (samples {first}–{last})</li>")
+    index = f"<h1>{title}</h1>{_summary(runs, keys)}<p>{what}</p><ul>{''.join(links)}</ul>{_legend()}"
+    (out / "index.html").write_text(_html(title, index), encoding="utf-8")
+    if contact_sheet:
+        write_contact_sheet(sheet, contact_sheet)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    return {
+        "samples": len(keys),
+        "pages": len(pages),
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+        "seconds": round(time.perf_counter() - started, 2),
+        "index": str(out / "index.html"),
+    }
+
+
+def _card(runs: list[Run], key: tuple[str, str], n: int, out: Path, sheet: list | None) -> str:
+    task_name, sample_id = key
+    sample = _sample(runs[0], key)
+    columns = []
+    for r, run in enumerate(runs):
+        record = run.records[key]
+        score = run.score(key)
+        columns.append(_column(run, record, sample, score, n, r, out, sheet if r == 0 else None))
+    gold = html.escape(_text(sample.answer)) if sample is not None else "?"
+    question = html.escape(
+        sample.question if sample is not None else runs[0].records[key].get("question", "")
+    )
+    head = (
+        f"<h2 id='s{n}'>{html.escape(task_name)} / {html.escape(sample_id)}</h2>"
+        f"<p class='q'>{question}</p><p>gold answer: <b>{gold}</b>"
+        + (
+            f" · category {html.escape(str(runs[0].records[key].get('category')))}"
+            if runs[0].records[key].get("category")
+            else ""
+        )
+        + "</p>"
+    )
+    return f"<section class='card'>{head}<div class='cols'>{''.join(columns)}</div></section>"
+
+
+def _sample(run: Run, key: tuple[str, str]):
+    task = run.tasks.get(key[0])
+    if task is None:
+        return None
+    if not hasattr(run, "_index"):
+        run._index = {}  # type: ignore[attr-defined]
+    index = run._index  # type: ignore[attr-defined]
+    if key[0] not in index:
+        index[key[0]] = {str(s.id): s for s in task.samples()}
+    return index[key[0]].get(key[1])
+
+
+def _column(run: Run, record: dict, sample, score, n: int, r: int, out: Path, sheet: list | None) -> str:
+    steps = focus_boxes(record)
+    boxes = [_box(b.get("box")) for b in steps]
+    crops = [_box(b.get("crop")) for b in steps]
+    gold = list(sample.gold_boxes) if sample is not None else []
+    images = ""
+    if sample is not None and not sample.error:
+        try:
+            size = original_size(record, sample)
+            image, scale = open_reduced(sample, size, [c for c in crops if c is not None])
+            thumb = annotate(image, scale, gold, boxes, crops)
+            name = f"img/{n:05d}-{r}.jpg"
+            thumb.save(out / name, quality=JPEG_QUALITY, subsampling=0)  # full-resolution colour: thin lines
+            images = (
+                f"<img src='{name}' alt='image with boxes' width='{thumb.width}' height='{thumb.height}'>"
+            )
+            for t, region in enumerate(crops):
+                if region is not None:
+                    crop = crop_thumbnail(image, scale, region)
+                    cname = f"img/{n:05d}-{r}-crop{t + 1}.jpg"
+                    crop.save(out / cname, quality=JPEG_QUALITY)
+                    images += f"<img class='crop' src='{cname}' alt='crop {t + 1}'>"
+            if sheet is not None:
+                sheet.append((thumb, f"{sample.id}", correct(score)))
+        except (VisrlError, OSError) as exc:  # the page says so; the report goes on
+            images = f"<p class='err'>image not shown: {html.escape(str(exc))}</p>"
+    verdict = {True: "right", False: "wrong", None: "no score"}[correct(score)]
+    turns = "".join(_turn(step) for step in record.get("steps", []))
+    parsed = "".join(_parsed(t, b) for t, b in enumerate(steps, start=1))
+    error = f"<p class='err'>error: {_e(record['error'])}</p>" if record.get("error") else ""
+    head = f"{_e(run.name)} — <span class='{verdict.replace(' ', '-')}'>{verdict}</span> (score {_e(score)})"
+    prediction = f"<p>prediction: <b>{_e(record.get('prediction'))}</b></p>"
+    body = f"{images}{error}<ul>{parsed}</ul>{prediction}<table>{turns}</table>"
+    return f"<div class='col'><h3>{head}</h3>{body}</div>"
+
+
+def _e(value: Any) -> str:
+    """Record text as HTML: escaped, whatever the model wrote."""
+    return html.escape(_text(value))
+
+
+def _turn(step: dict) -> str:
+    prompt = f"<div class='prompt'>{_e(step.get('prompt'))}</div>"
+    return f"<tr><th>{_e(step.get('step'))}</th><td>{prompt}<pre>{_e(step.get('output'))}</pre></td></tr>"
+
+
+def _parsed(turn: int, box: dict) -> str:
+    text = f"box {turn}: {_e(box.get('box'))} · repairs {_e(', '.join(box.get('repairs') or []) or 'none')}"
+    if box.get("parse_error"):
+        text += f" · not parsed: {_e(box['parse_error'])}"
+    if isinstance(box.get("iou"), int | float):
+        text += f" · IoU with gold {box['iou']:.2f}"
+    return f"<li>{text}</li>"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Box):
+        return "[" + ", ".join(f"{v:.1f}" for v in value.as_list()) + "]"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _summary(runs: list[Run], keys: list) -> str:
+    from visrl_bench.metrics.stats import paired_difference
+
+    rows = "".join(
+        f"<tr><td>{html.escape(run.name)}</td><td>{html.escape(t)}</td><td>{html.escape(m)}</td><td>{v:.2f}</td>"
+        f"<td>{'' if not ci else f'[{ci[0]:.2f}, {ci[1]:.2f}]'}</td></tr>"
+        for run in runs
+        for t, m, v, ci in run.headline()
+    )
+    text = (
+        f"<table><tr><th>run</th><th>task</th><th>metric</th><th>value</th><th>95% CI</th></tr>{rows}</table>"
+    )
+    if len(runs) == 2:
+        a, b = runs
+        both = [k for k in a.records if k in b.records and a.score(k) is not None and b.score(k) is not None]
+        if both:
+            mean, (lo, hi), p, count = paired_difference(
+                {f"{k[0]}/{k[1]}": b.score(k) for k in both}, {f"{k[0]}/{k[1]}": a.score(k) for k in both}
+            )
+            flips = {(x, y): 0 for x in (True, False) for y in (True, False)}
+            for k in both:
+                flips[(correct(a.score(k)), correct(b.score(k)))] += 1
+            text += (
+                f"<p>{html.escape(b.name)} − {html.escape(a.name)}, paired over {count} questions: "
+                f"{mean:+.2f} points [{lo:+.2f}, {hi:+.2f}] (sign-flip p = {p:.3g}); "
+                f"wrong → right {flips[(False, True)]}, right → wrong {flips[(True, False)]}</p>"
+            )
+    return text
+
+
+def _selection_text(filter, category, limit, n) -> str:
+    parts = [f"{n} samples"]
+    if filter:
+        parts.append(f"filter {filter}")
+    if category:
+        parts.append(f"category {category}")
+    if limit is not None:
+        parts.append(f"at most {limit}")
+    return html.escape(", ".join(parts))
+
+
+def _nav(names: list[str], i: int) -> str:
+    prev = f"<a href='{names[i - 1]}'>← previous</a>" if i > 0 else ""
+    nxt = f"<a href='{names[i + 1]}'>next →</a>" if i + 1 < len(names) else ""
+    return f"<nav>{prev} {nxt}</nav>"
+
+
+def _legend() -> str:
+    def swatch(colour, label):
+        return f"<span style='border:3px solid rgb{colour};padding:0 6px;margin-right:8px'>{label}</span>"
+
+    labels = ((GOLD, "gold box"), (BOX, "model box (numbered per turn)"), (CROP, "crop region"))
+    return "<p>" + "".join(swatch(colour, label) for colour, label in labels) + "</p>"
+
+
+STYLE = """
+body{font-family:sans-serif;margin:1.5em;max-width:1400px}
+.card{border-top:1px solid #ccc;padding:.5em 0}.cols{display:flex;gap:2em;flex-wrap:wrap}
+.col{flex:1;min-width:420px}img{margin:2px;border:1px solid #ddd;vertical-align:top}
+pre{white-space:pre-wrap;background:#f6f6f6;padding:4px;margin:2px 0}.prompt{color:#555;font-size:90%}
+th{text-align:left;vertical-align:top;padding-right:8px}.right{color:#080}.wrong{color:#b00}
+.err{color:#b00}table{border-collapse:collapse}td{padding:2px 6px}nav{margin:1em 0}
+"""
+
+
+def _html(title: str, body: str) -> str:
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def write_contact_sheet(
+    cells: list[tuple[Any, str, bool | None]], path: str | Path, columns: int | None = None
+):
+    """A grid of annotated thumbnails with each sample's id and outcome under it: a paper figure."""
+    from PIL import Image, ImageDraw
+
+    if not cells:
+        raise VisrlError("no samples for the contact sheet")
+    columns = columns or math.ceil(math.sqrt(len(cells)))
+    rows = math.ceil(len(cells) / columns)
+    caption = 18
+    sheet = Image.new("RGB", (columns * THUMB, rows * (THUMB + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (thumb, label, ok) in enumerate(cells):
+        x, y = (i % columns) * THUMB, (i // columns) * (THUMB + caption)
+        sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2))
+        mark = {True: "right", False: "wrong", None: ""}[ok]
+        draw.text((x + 4, y + THUMB + 3), f"{label} {mark}", fill=(0, 0, 0))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return Path(path)
