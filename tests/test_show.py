@@ -257,3 +257,58 @@ def test_a_headless_browser_renders_the_report_with_its_images(vstar, tmp_path):
     # the page drew its images: the grey photo and the red box are on screen, not only text on white
     assert any(_near(c, GREY, 30) for _, c in colours)
     assert any(_near(c, BOX, 60) for _, c in colours)
+
+
+def test_runs_are_named_by_as_much_of_their_path_as_tells_them_apart(tmp_path):
+    from visrl_bench.report.show import Run, name_runs
+
+    runs = [Run(tmp_path / row / "qwen2_vl" / "seed0", {}) for row in ("sft", "visrl")]
+    name_runs(runs)
+    assert [r.name for r in runs] == ["sft/qwen2_vl/seed0", "visrl/qwen2_vl/seed0"]
+    single = [Run(tmp_path / "runs" / "sft-cot", {})]
+    name_runs(single)
+    assert single[0].name == "sft-cot"
+
+
+def test_reports_of_tiny_model_runs_one_and_paired(tiny_checkpoints, tmp_path):
+    """Real runs of a tiny Qwen2-VL on ZoomWorld (cot and gt_box) through the CLI, shown alone and paired."""
+    from fixtures import make_zoomworld
+    from typer.testing import CliRunner
+
+    from visrl_bench.cli import app
+
+    data = make_zoomworld(tmp_path / "zw")
+    runs = {}
+    for mode in ("cot", "gt_box"):
+        runs[mode] = tmp_path / mode
+        args = [
+            "eval",
+            "--model",
+            str(tiny_checkpoints["qwen2_vl"]),
+            "--task",
+            "zoomworld",
+            "--data",
+            str(data),
+        ]
+        args += ["--split", "test", "--mode", mode, "--max-new-tokens", "6", "--no-progress"]
+        result = CliRunner().invoke(app, [*args, "--output", str(runs[mode])])
+        assert result.exit_code == 0, result.output
+    n = len((runs["cot"] / "samples.jsonl").read_text().splitlines())
+    shown = CliRunner().invoke(
+        app, ["show", str(runs["cot"]), "--out", str(tmp_path / "one"), "--no-progress"]
+    )
+    assert shown.exit_code == 0 and f"wrote {n} samples" in shown.output, shown.output
+    page = (tmp_path / "one" / "page-0001.html").read_text()
+    assert page.count("<section class='card'>") == n
+    paired = CliRunner().invoke(
+        app, ["show", str(runs["cot"]), str(runs["gt_box"]), "--out", str(tmp_path / "two"), "--no-progress"]
+    )
+    assert paired.exit_code == 0, paired.output
+    index = (tmp_path / "two" / "index.html").read_text()
+    assert f"paired over {n} questions" in index
+    assert len(list((tmp_path / "two" / "img").glob("*-1.jpg"))) == n  # the second run's thumbnails
+    assert len(list((tmp_path / "two" / "img").glob("*-1-crop1.jpg"))) == n  # gt_box: every crop is drawn
+    bad = CliRunner().invoke(
+        app, ["show", str(runs["cot"]), "--out", str(tmp_path / "x"), "--filter", "flipped"]
+    )
+    assert bad.exit_code == 2 and "compares two runs" in bad.output

@@ -72,7 +72,7 @@ class ImageSource:
             if reduce_to is not None and img.format == "JPEG":
                 img.draft("RGB", reduce_to)
             img.load()
-            return img.convert("RGB")
+            return img if img.mode == "RGB" else img.convert("RGB")  # convert would copy an RGB image
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             if self.path is not None:
                 raise DataError(self.path, f"unreadable image: {exc} (referenced by {self.where})") from None

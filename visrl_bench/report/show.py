@@ -15,7 +15,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,12 @@ class Run:
     results: dict[str, Any]
     records: dict[tuple[str, str], dict] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # how the report names the run (name_runs)
+    _samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> id -> Sample, read once
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -93,6 +97,18 @@ class Run:
                 if isinstance(metrics.get(metric), int | float):
                     out.append((name, metric, metrics[metric], metrics.get(f"{metric}_ci95")))
         return out
+
+
+def name_runs(runs: list[Run]) -> None:
+    """Each run by its directory's name, or as many of its last path parts as tell the runs apart (two
+    ablation cells are sft/qwen2_vl/seed0 and visrl/qwen2_vl/seed0, not seed0 twice)."""
+    parts = [r.path.resolve().parts for r in runs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            break
+    for run, label in zip(runs, labels, strict=True):
+        run.label = label
 
 
 def correct(score: float | None) -> bool | None:
@@ -147,8 +163,8 @@ def open_reduced(sample, size: tuple[int, int] | None, crops: list[Box]):
         w, h = size
         scale = THUMB / max(w, h)
         sides = [min(c.width, c.height) for c in crops if c.width > 0 and c.height > 0]
-        if sides:
-            scale = max(scale, min(1.0, CROP_THUMB / min(sides)))
+        if sides:  # a crop thumbnail from at least half its own resolution (it is upscaled at most 2x)
+            scale = max(scale, min(1.0, CROP_THUMB / 2 / min(sides)))
         want = (max(1, math.ceil(w * min(scale, 1.0))), max(1, math.ceil(h * min(scale, 1.0))))
     image = sample.image.load(reduce_to=want) if sample.image is not None else sample.load_image()
     base = size[0] if size is not None else image.width
@@ -160,8 +176,9 @@ def annotate(image, scale: float, gold: list[Box], boxes: list[Box | None], crop
     several) and the crop regions drawn; every box given in original pixels."""
     from PIL import ImageDraw
 
-    thumb = image.copy()
-    thumb.thumbnail((THUMB, THUMB))
+    fit = min(1.0, THUMB / max(image.size))
+    size = (max(1, round(image.width * fit)), max(1, round(image.height * fit)))
+    thumb = image.resize(size, reducing_gap=2.0) if fit < 1 else image.copy()  # a new image either way
     s = scale * thumb.width / image.width
     draw = ImageDraw.Draw(thumb)
     width = max(3, round(max(thumb.size) / 128))
@@ -187,8 +204,8 @@ def annotate(image, scale: float, gold: list[Box], boxes: list[Box | None], crop
 def crop_thumbnail(image, scale: float, region: Box):
     x1, y1, x2, y2 = (round(v * scale) for v in region.as_list())
     crop = image.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
-    crop.thumbnail((CROP_THUMB, CROP_THUMB))
-    return crop
+    fit = CROP_THUMB / max(crop.size)
+    return crop.resize((max(1, round(crop.width * fit)), max(1, round(crop.height * fit))), reducing_gap=2.0)
 
 
 def _box(values) -> Box | None:
@@ -213,12 +230,23 @@ def write_report(
     if not 1 <= len(paths) <= 2:
         raise VisrlError("show takes one run, or two runs over the same questions")
     runs = [Run.load(p) for p in paths]
+    name_runs(runs)
     keys = select(runs, filter, category, limit)
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
-    cards, sheet = [], []
-    for n, key in enumerate(tqdm(keys, desc="show", unit="sample", disable=not progress, dynamic_ncols=True)):
-        cards.append(_card(runs, key, n, out, sheet if contact_sheet else None))
+    for run in runs:  # read every task's samples once, before the threads share them
+        for key in keys:
+            _sample(run, key)
+    # images are the cost (decoding, resizing); Pillow releases the GIL for both, so threads use the cores
+    sheets: list[list] = [[] for _ in keys]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        jobs = pool.map(
+            lambda n: _card(runs, keys[n], n, out, sheets[n] if contact_sheet else None), range(len(keys))
+        )
+        cards = list(
+            tqdm(jobs, total=len(keys), desc="show", unit="sample", disable=not progress, dynamic_ncols=True)
+        )
+    sheet = [cell for cells in sheets for cell in cells]
     pages = [cards[i : i + page_size] for i in range(0, len(cards), page_size)] or [[]]
     names = [f"page-{i + 1:04d}.html" for i in range(len(pages))]
     title = " vs ".join(html.escape(r.name) for r in runs)
@@ -274,15 +302,13 @@ def _card(runs: list[Run], key: tuple[str, str], n: int, out: Path, sheet: list 
 
 
 def _sample(run: Run, key: tuple[str, str]):
+    """The task's sample behind a record (its image, gold boxes and answer), None if the task is gone."""
     task = run.tasks.get(key[0])
     if task is None:
         return None
-    if not hasattr(run, "_index"):
-        run._index = {}  # type: ignore[attr-defined]
-    index = run._index  # type: ignore[attr-defined]
-    if key[0] not in index:
-        index[key[0]] = {str(s.id): s for s in task.samples()}
-    return index[key[0]].get(key[1])
+    if key[0] not in run._samples:
+        run._samples[key[0]] = {str(s.id): s for s in task.samples()}
+    return run._samples[key[0]].get(key[1])
 
 
 def _column(run: Run, record: dict, sample, score, n: int, r: int, out: Path, sheet: list | None) -> str:
@@ -332,7 +358,8 @@ def _turn(step: dict) -> str:
 
 
 def _parsed(turn: int, box: dict) -> str:
-    text = f"box {turn}: {_e(box.get('box'))} · repairs {_e(', '.join(box.get('repairs') or []) or 'none')}"
+    repairs = ", ".join(box.get("repairs") or []) or "none"
+    text = f"box {turn}: {_e(box.get('box')) or '(none)'} · repairs {_e(repairs)}"
     if box.get("parse_error"):
         text += f" · not parsed: {_e(box['parse_error'])}"
     if isinstance(box.get("iou"), int | float):
