@@ -379,3 +379,5 @@ def test_cells_run_as_submitit_jobs_and_a_rerun_skips_them(tmp_path, zoomworld, 
     assert [c.stat().st_mtime_ns for c in cells] == stamps  # finished cells are not run again
     bad = CliRunner().invoke(app, [*(a if a != "local" else "cron" for a in args)])
     assert bad.exit_code == 2 and "scheduler must be one of pool, local, slurm" in bad.output
+    stray = CliRunner().invoke(app, [*args, "--slurm", "slurm_partition=gpu"])
+    assert stray.exit_code == 2 and "--slurm options are for --scheduler slurm" in stray.output

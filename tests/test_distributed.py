@@ -186,6 +186,8 @@ def test_the_step_balanced_sampler_gives_every_batch_both_steps():
     assert list(sampler) != order  # reshuffled every epoch
     with pytest.raises(Exception, match="multiple of 2"):
         StepBalancedSampler(steps, batch_size=3, seed=0)
+    sampler.set_epoch(0)  # a resumed run's epoch 0 is the first epoch's order again
+    assert list(sampler) == order
 
 
 @pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2_7b"])

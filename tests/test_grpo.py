@@ -313,7 +313,7 @@ def test_the_zoom_reward_scores_the_final_reply_and_counts_only_crops_shown(zoom
     dropped = [{"role": "assistant", "content": "[1, 2, 3, 4]"}]  # TRL dropped the crop: over budget
     envs = [SimpleNamespace(steps=[box]), SimpleNamespace(steps=[unparsed])]
     got = reward(prompts=[None] * 2, completions=[answered, dropped], index=[0, 0], environments=envs)
-    assert got == [1.5, 0.5]  # right answer + boxes parsed; the box text as answer: 0, no crop shown: +0.5
+    assert got == [1.5, 0.0]  # right answer + boxes parsed; no crop shown: its box text scored 0, no bonus
     assert reward.crops == 1 and reward.trajectories == 2
 
 

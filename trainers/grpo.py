@@ -132,7 +132,7 @@ class AnswerReward:
                 env.steps[: sum(m.get("role") == "tool" for m in c)]
                 for c, env in zip(completions, environments, strict=True)
             ]
-            well_formed = [all(step.box is not None for step in steps) for steps in shown]
+            well_formed = [bool(steps) and all(step.box is not None for step in steps) for steps in shown]
             crops = [len(steps) for steps in shown]
             if log_metric is not None:
                 log_metric("zoom/crops", sum(crops) / len(crops))
@@ -322,18 +322,16 @@ def placeholder_tokens(config) -> list[int]:
 
 def zoom_completion_length(processor, dataset, cfg: GRPOConfig) -> int:
     """A zoom trajectory's token budget: `max_turns` replies and crop turns, then the answer. A crop
-    turn is taken as long as the longest of the first questions' box turns (system prompt, image, question),
-    which a crop (never larger than its image) does not exceed."""
-    turn = 0
-    for row in dataset.select(range(min(4, len(dataset)))):
-        messages = [dict(m) for m in row["prompt"]]
-        content = [dict(item) for item in messages[0]["content"]]
-        content[0] = {"type": "image", "image": row["image"]}
-        messages[0]["content"] = content
-        ids = processor.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True, return_dict=True
-        )
-        turn = max(turn, len(ids["input_ids"][0]))
+    turn is taken as long as the box turn (system prompt, image, question) of the question with the largest
+    image, which no crop (never larger than its image) exceeds."""
+    sizes = [image.width * image.height for image in dataset["image"]]
+    row = dataset[max(range(len(sizes)), key=sizes.__getitem__)]
+    messages = [dict(m) for m in row["prompt"]]
+    content = [dict(item) for item in messages[0]["content"]]
+    content[0] = {"type": "image", "image": row["image"]}
+    messages[0]["content"] = content
+    ids = processor.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)
+    turn = len(ids["input_ids"][0])
     return cfg.max_turns * (cfg.reply_max_new_tokens + turn) + cfg.reply_max_new_tokens
 
 

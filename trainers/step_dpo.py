@@ -102,6 +102,10 @@ class StepBalancedSampler:
     def __len__(self) -> int:
         return self.blocks * self.share * len(self.by_step)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The order of epoch `epoch` (Trainer and accelerate call it; a resumed run gets its epoch's)."""
+        self.epoch = epoch
+
     def __iter__(self):
         rng = seeded_random("step_balanced", self.seed, self.epoch)
         self.epoch += 1
@@ -118,6 +122,13 @@ class StepBalancedSampler:
 
 def train(cfg: StepDPOConfig) -> Path:
     weights = {"box": cfg.box_weight, "answer": cfg.answer_weight}
+    trained = sum(1 for w in weights.values() if w > 0)
+    if ranks().world > 1 and cfg.batch_size % max(trained, 1):
+        # said before the reference pass, not after it (StepBalancedSampler needs whole shares)
+        raise VisrlError(
+            f"step-DPO on several processes puts {trained} steps in every batch: batch_size "
+            f"({cfg.batch_size}) must be a multiple of {trained}"
+        )
     return run_dpo(
         cfg,
         tuple(s for s in STEP_NAMES if weights[s] > 0),  # a zero-weight step's pairs would only cost time

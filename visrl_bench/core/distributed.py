@@ -2,9 +2,9 @@
 size, the barrier, and how the run was executed (for provenance).
 
 Data-parallel `eval` and `generate` need nothing else: each rank takes every world-th window of questions
-and writes its own shard of records; the main process merges them (`core.rundir.ShardedRecords`). The
-process group comes from accelerate (`PartialState`), on gloo when there is no GPU: the same code runs
-DDP on CPUs here and on GPUs elsewhere.
+still to do and writes its own shard of records; the main process merges them
+(`core.rundir.ShardedRecords`). The process group comes from accelerate (`PartialState`), on gloo when
+there is no GPU: the same code runs DDP on CPUs here and on GPUs elsewhere.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ class Ranks:
     def main(self) -> bool:
         return self.rank == 0
 
-    def takes(self, window: int) -> bool:
-        """Windows are dealt round-robin: window w belongs to rank w mod world."""
-        return window % self.world == self.rank
+    def takes(self, turn: int) -> bool:
+        """Work is dealt round-robin: the turn-th piece still to do belongs to rank turn mod world."""
+        return turn % self.world == self.rank
 
 
 def launched_world() -> int:
@@ -44,11 +44,18 @@ def ranks() -> Ranks:
     return Ranks(state.process_index, state.num_processes, state.local_process_index)
 
 
+# a rank waits at a barrier while the main process merges records or computes the DPO reference
+# log-probs alone; torch's default (10 min on NCCL) would end a 7B run there
+PROCESS_GROUP_TIMEOUT_S = 4 * 3600
+
+
 def _state():
+    from datetime import timedelta
+
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT_S))
 
 
 def barrier() -> None:

@@ -301,9 +301,10 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
         (out / CONFIG_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
         store.repair()
     barrier()
+    done_positions = {r["position"] for r in store.done()}
+    barrier()  # every rank has read what is done before any rank appends again
     if adapter is None:
         adapter = load_model(cfg.model, cfg.arch, device=device_for(cfg.device))
-    done_positions = {r["position"] for r in store.done()}
     started = time.perf_counter()
     total = task.count() if hasattr(task, "count") else None
     if cfg.limit is not None:
@@ -322,11 +323,16 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
             position, sample = item
             return {"position": position, "id": sample.id, "error": sample.input_rejected(exc)}
 
+        pending = [0]  # windows with missing questions so far: dealt round-robin, alike on every rank
+
         def flush(window):
             # the whole window, even when a resumed run has part of it: its seeds and batches are those
             # of an uninterrupted run; only the missing questions are written
             missing = {p for p, _ in window if p not in done_positions}
-            if not missing or not where.takes(window[0][0] // WINDOW):
+            if not missing:
+                return
+            pending[0] += 1
+            if not where.takes(pending[0] - 1):
                 return
             first = window[0][0]
 
@@ -342,7 +348,7 @@ def generate(cfg: GenerateConfig, adapter=None, resume: bool = False, overwrite:
             if cfg.limit is not None and position >= cfg.limit:
                 break
             # windows are aligned to multiples of WINDOW: sampling seeds are per window, and rank r takes
-            # every world-th window
+            # every world-th window still to do
             if window and position // WINDOW != window[0][0] // WINDOW:
                 flush(window)
                 window = []

@@ -150,7 +150,9 @@ def prepare_run_dir(
         tmp.replace(run_file)
         store.repair()
     barrier()
-    return store.done()
+    done = store.done()
+    barrier()  # every rank has read what is done before any rank appends again
+    return done
 
 
 # --- one window of samples ---------------------------------------------------------------------------------
@@ -351,17 +353,22 @@ def evaluate(
         for task in tasks:
             # windows are fixed by position (not by what is left), so a resumed or sharded run batches every
             # question with the same neighbours as one uninterrupted process: the same greedy outputs and
-            # sampling seeds. Rank r takes every world-th window; a window partly done is run again whole
-            # and only its missing records are written.
+            # sampling seeds. Rank r takes every world-th window that still has missing records (a
+            # resumed run's leftovers are shared out evenly); a window partly done is run again whole and
+            # only its missing records are written.
             windows = _windows(
                 _enumerate_limited(task.samples(), cfg.limit), max(cfg.batch_size, 1) * WINDOW_BATCHES
             )
             already = sum(1 for k in done_keys if k[0] == task.name)
             bar = _progress(task, cfg.limit, already, progress and where.main)
             started, count = time.perf_counter(), 0
-            for w, window in enumerate(windows):
+            pending = 0  # windows with missing records so far: dealt round-robin, the same on every rank
+            for window in windows:
                 missing = [s.id for _, s in window if (task.name, s.id) not in done_keys]
-                if not missing or not where.takes(w):
+                if not missing:
+                    continue
+                pending += 1
+                if not where.takes(pending - 1):
                     continue
                 fresh = set(missing)
                 append_records(
@@ -377,7 +384,8 @@ def evaluate(
         return json.loads((out / RESULTS_FILE).read_text())
     order = {t.name: i for i, t in enumerate(tasks)}
     records = store.merge(
-        key=lambda r: (r["task"], r["id"]), order=lambda r: (order.get(r["task"], len(order)), r["position"])
+        key=lambda r: (r["task"], r["position"]),
+        order=lambda r: (order.get(r["task"], len(order)), r["position"]),
     )
     per_task = aggregate_run(tasks, records, cfg.seed, cfg.limit)
     notes = {}

@@ -6,8 +6,9 @@ image's pixels from the run's own records (a box-convention bug shows as a visib
 crop itself, every turn's prompt and raw output, the parsed box with its repairs, the prediction, the gold
 answer and the score. Two runs are paired question by question; `flipped` keeps the questions whose
 outcome differs, where a method's effect is visible. Pages hold `page_size` samples each; thumbnails are
-at most THUMB pixels on their longest side (an HR-Bench 8K JPEG is decoded at a reduced scale, never at
-full size).
+at most THUMB pixels on their longest side. A JPEG is decoded at the smallest scale (1/2, 1/4, 1/8) the
+thumbnail and its crops need (a crop is upscaled at most 2x), so an HR-Bench 8K image is decoded whole
+only for a crop side under CROP_THUMB / 2 pixels; images are never embedded at full size.
 """
 
 from __future__ import annotations
@@ -234,9 +235,11 @@ def write_report(
     keys = select(runs, filter, category, limit)
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
-    for run in runs:  # read every task's samples once, before the threads share them
-        for key in keys:
-            _sample(run, key)
+    if contact_sheet and not keys:
+        raise VisrlError("no samples selected for the contact sheet")
+    keep_samples(runs[0], keys)  # the selected samples only (an HR-Bench sample holds its image's text)
+    for stale in [*out.glob("page-*.html"), *(out / "img").glob("*.jpg")]:  # an earlier report's
+        stale.unlink()
     # images are the cost (decoding, resizing); Pillow releases the GIL for both, so threads use the cores
     sheets: list[list] = [[] for _ in keys]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -260,7 +263,8 @@ def write_report(
     links = []
     for i, name in enumerate(names):
         first, last = i * page_size + 1, min((i + 1) * page_size, len(keys))
-        links.append(f"<li><a href='{name}'>page {i + 1}</a> (samples {first}–{last})</li>")
+        span = f"samples {first}–{last}" if keys else "no samples"
+        links.append(f"<li><a href='{name}'>page {i + 1}</a> ({span})</li>")
     index = f"<h1>{title}</h1>{_summary(runs, keys)}<p>{what}</p><ul>{''.join(links)}</ul>{_legend()}"
     (out / "index.html").write_text(_html(title, index), encoding="utf-8")
     if contact_sheet:
@@ -301,14 +305,21 @@ def _card(runs: list[Run], key: tuple[str, str], n: int, out: Path, sheet: list 
     return f"<section class='card'>{head}<div class='cols'>{''.join(columns)}</div></section>"
 
 
+def keep_samples(run: Run, keys: list[tuple[str, str]]) -> None:
+    """Read the tasks' samples behind `keys` (their images, gold boxes and answers) once, before the
+    threads share them."""
+    wanted: dict[str, set[str]] = {}
+    for task_name, sample_id in keys:
+        wanted.setdefault(task_name, set()).add(sample_id)
+    for task_name, ids in wanted.items():
+        task = run.tasks.get(task_name)
+        found = {str(s.id): s for s in task.samples() if str(s.id) in ids} if task is not None else {}
+        run._samples[task_name] = found
+
+
 def _sample(run: Run, key: tuple[str, str]):
-    """The task's sample behind a record (its image, gold boxes and answer), None if the task is gone."""
-    task = run.tasks.get(key[0])
-    if task is None:
-        return None
-    if key[0] not in run._samples:
-        run._samples[key[0]] = {str(s.id): s for s in task.samples()}
-    return run._samples[key[0]].get(key[1])
+    """The sample behind a record, None when its task or the sample is gone."""
+    return run._samples.get(key[0], {}).get(key[1])
 
 
 def _column(run: Run, record: dict, sample, score, n: int, r: int, out: Path, sheet: list | None) -> str:

@@ -74,7 +74,7 @@ def _submit_lanes(cfg: AblationConfig, lanes: list, jobs: int, cluster: str, slu
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     threads = max(1, (os.cpu_count() or 1) // jobs) if cluster == "local" else None
     if cluster == "slurm":
-        executor.update_parameters(**{"timeout_min": 24 * 60, **slurm}, slurm_array_parallelism=jobs)
+        executor.update_parameters(**{"timeout_min": 24 * 60, "slurm_array_parallelism": jobs, **slurm})
         with executor.batch():
             submitted = [
                 executor.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
@@ -169,6 +169,8 @@ def run_ablation(
     a finished cell is never rerun, a failed one is recorded and the grid goes on."""
     if scheduler not in SCHEDULERS:
         raise VisrlError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if slurm and scheduler != "slurm":
+        raise VisrlError(f"--slurm options are for --scheduler slurm, not {scheduler}")
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
