@@ -181,7 +181,7 @@ def _zoom_parser(tiny_adapters):
     from visrl_bench.trainers.grpo import zoom_processor
 
     adapter = tiny_adapters["qwen2_vl"]
-    processor = zoom_processor(adapter.processor, adapter.box_convention)
+    processor = zoom_processor(adapter.processor)
     tok = processor.tokenizer
     return processor, lambda reply, context: tok.parse_response(
         tok(reply, add_special_tokens=False).input_ids,

@@ -12,7 +12,8 @@ from PIL import Image
 from visrl_bench.core.boxes import Box, format_box
 from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
 from visrl_bench.models import GenerationSettings
-from visrl_bench.report.show import BOX, CROP, GOLD, THUMB, write_report
+from visrl_bench.report.draw import BOX, CROP, GOLD, THUMB
+from visrl_bench.report.show import write_report
 
 SIZE = (800, 400)  # non-square: a convention that mixes up width and height draws a visibly wrong box
 GOLD_BOX = Box(500, 60, 620, 140)  # the V* annotation, [x, y, w, h] = [500, 60, 120, 80]

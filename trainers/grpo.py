@@ -258,7 +258,7 @@ class ZoomEnvironment:
         return self.world.crop(self, box)
 
 
-def zoom_processor(processor, convention):
+def zoom_processor(processor):
     """A copy of the processor for TRL's tool loop: its chat template renders the tool's turn as eval's crop
     turn, and its tokenizer's response parser reads a reply as a `zoom` call exactly when eval's zoom mode
     would. TRL passes the parser the dialogue so far (`prefix`); its last instruction says which turn this
@@ -376,7 +376,7 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
     completion_length = cfg.max_completion_length or 32
     if cfg.rollout == "zoom":
         check_tool_images(adapter, dataset[0]["image"])
-        processor = zoom_processor(adapter.processor, adapter.box_convention)
+        processor = zoom_processor(adapter.processor)
         rollout_kwargs = {"environment_factory": ZoomWorld(task, samples, images, adapter, cfg).environment}
         rollout_args = {
             "max_tool_calling_iterations": cfg.max_turns,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from visrl_bench.core.registry import MODES, TASKS
 from visrl_bench.core.rundir import ShardedRecords, append_records, changed_keys, read_identity
 from visrl_bench.eval.aggregate import FOCUS_NOTES, ZOOM_NOTES, aggregate_run
 from visrl_bench.eval.scoring import git_hash, package_versions
+from visrl_bench.eval.windows import enumerate_limited, merged_timing, progress_bar, windows
 from visrl_bench.models import ChatRequest, GenerationSettings, LMMAdapter, generate_turns
 from visrl_bench.reasoning import FocusStep, Mode, box_step_messages, direct_messages, turn_text, zoom_request
 from visrl_bench.task import Sample
@@ -156,17 +156,6 @@ def prepare_run_dir(
 
 
 # --- one window of samples ---------------------------------------------------------------------------------
-def _windows(samples: Iterable[tuple[int, Sample]], size: int) -> Iterator[list[tuple[int, Sample]]]:
-    window: list[tuple[int, Sample]] = []
-    for item in samples:
-        window.append(item)
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
 def run_window(
     task, window: list[tuple[int, Sample]], adapter: LMMAdapter, mode: Mode, cfg: EvalConfig
 ) -> list[dict]:
@@ -356,14 +345,14 @@ def evaluate(
             # sampling seeds. Rank r takes every world-th window that still has missing records (a
             # resumed run's leftovers are shared out evenly); a window partly done is run again whole and
             # only its missing records are written.
-            windows = _windows(
-                _enumerate_limited(task.samples(), cfg.limit), max(cfg.batch_size, 1) * WINDOW_BATCHES
+            task_windows = windows(
+                enumerate_limited(task.samples(), cfg.limit), max(cfg.batch_size, 1) * WINDOW_BATCHES
             )
             already = sum(1 for k in done_keys if k[0] == task.name)
-            bar = _progress(task, cfg.limit, already, progress and where.main)
+            bar = progress_bar(task, cfg.limit, already, progress and where.main)
             started, count = time.perf_counter(), 0
             pending = 0  # windows with missing records so far: dealt round-robin, the same on every rank
-            for window in windows:
+            for window in task_windows:
                 missing = [s.id for _, s in window if (task.name, s.id) not in done_keys]
                 if not missing:
                     continue
@@ -431,37 +420,3 @@ def evaluate(
     tmp.replace(out / RESULTS_FILE)
     barrier()
     return results
-
-
-def merged_timing(per_rank: list[dict[str, tuple[int, float]]]) -> dict[str, dict]:
-    """Each task's samples done in this run and its wall time (the slowest rank's), from every rank's."""
-    out = {}
-    for name in per_rank[0]:
-        count = sum(t[name][0] for t in per_rank)
-        seconds = max(t[name][1] for t in per_rank)
-        out[name] = {
-            "samples": count,
-            "seconds": round(seconds, 3),
-            "samples_per_second": round(count / seconds, 3) if count and seconds else None,
-        }
-        if len(per_rank) > 1:
-            out[name]["samples_per_process"] = [t[name][0] for t in per_rank]
-    return out
-
-
-def _enumerate_limited(samples: Iterable[Sample], limit: int | None) -> Iterator[tuple[int, Sample]]:
-    for position, sample in enumerate(samples):
-        if limit is not None and position >= limit:
-            return
-        yield position, sample
-
-
-def _progress(task, limit: int | None, already: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    total = task.count() if hasattr(task, "count") else None
-    if limit is not None:
-        total = min(limit, total) if total is not None else limit
-    return tqdm(
-        total=total, initial=already, desc=task.name, unit="sample", disable=not enabled, dynamic_ncols=True
-    )
