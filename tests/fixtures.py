@@ -295,6 +295,7 @@ def _small_zoomworld():
         pretrain_images=12,
         pretrain_examples_per_image=8,
         ground_images=9,
+        ground_test_images=9,
         sft_questions=6,
         rl_questions=9,
         test_questions=9,

@@ -44,6 +44,7 @@ def test_same_seed_same_bytes(tmp_path):
         "rl": 9,
         "test": 9,
         "pairs": 4,
+        "ground_test": counts["ground_test"],
     }
 
 
@@ -387,3 +388,169 @@ def test_pair_questions_need_both_regions(tmp_path):
     assert task.score(sample, wrong)["scores"]["accuracy"] == 0.0
     assert task.score(sample, "none")["scores"]["accuracy"] == 0.0  # "none" is not "no"
     assert "chance 50%" in task.metric_notes["accuracy"]
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def test_pretraining_stopped_and_resumed_ends_with_the_same_weights(tmp_path, monkeypatch):
+    """A run killed after its step-2 checkpoint and resumed ends bit for bit where an unbroken run ends:
+    weights, the log's rows, the step count; provenance counts both sittings."""
+    import torch
+    from transformers import Trainer
+
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
+
+    root = make_zoomworld(tmp_path / "zw")
+    small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
+    common = dict(
+        arch="llava", data=str(root), steps=6, batch_size=4, warmup_steps=2, log_every=1, save_every=2,
+        ground_fraction=0.5, ground_holdout=0, coord_sigma=2.0, spec=small,
+    )
+    whole = train(PretrainConfig(**common, out=str(tmp_path / "whole")), progress=False)
+    assert not (whole / "checkpoints").exists()  # spent once the final weights are written
+
+    real_step = Trainer.training_step
+
+    def crash_at_step_3(self, *args, **kwargs):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt("stopped")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(PretrainConfig(**common, out=str(tmp_path / "broken")), progress=False)
+    assert (tmp_path / "broken" / "checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.setattr(Trainer, "training_step", real_step)
+    resumed = train(PretrainConfig(**common, out=str(tmp_path / "broken"), resume=True), progress=False)
+
+    a, b = _weights(whole), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with (whole / "log.csv").open() as f, (resumed / "log.csv").open() as g:
+        steps_a = [(r["step"], r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
+        steps_b = [(r["step"], r["loss"]) for r in csv.DictReader(g) if r.get("loss")]
+    assert [s for s, _ in steps_b] == [s for s, _ in steps_a] == ["1", "2", "3", "4", "5", "6"]
+    assert [float(x) for _, x in steps_b] == pytest.approx([float(x) for _, x in steps_a], rel=1e-6)
+    info = json.loads((resumed / "provenance.json").read_text())
+    assert info["steps"] == 6 and len(info["sittings"]) == 2
+    assert info["seconds"] == pytest.approx(sum(info["sittings"]), abs=0.2)
+    assert info["resumed_from"].endswith("checkpoint-2")
+
+
+def test_soft_coordinate_targets_reward_a_near_miss():
+    """sigma -> 0 is the one-hot cross-entropy; with sigma, a box one value off costs less than one far off,
+    and a non-coordinate label keeps its one-hot loss."""
+    import torch
+    from visrl_bench.trainers.pretrain import SoftCoordinateLoss, zoomworld_spec
+
+    from visrl_bench.models.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer("llava", zoomworld_spec("llava"))
+    vocab = len(tokenizer)
+    target, near, far, word = tokenizer.convert_tokens_to_ids(["0.40", "0.41", "0.90", "none"])
+    labels = torch.tensor([[-100, target, word]])
+    logits = torch.randn(1, 3, vocab)
+    hard = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
+    assert SoftCoordinateLoss(tokenizer, "llava", vocab, 1e-3)(logits, labels).item() == pytest.approx(
+        hard.item(), rel=1e-5
+    )
+    soft = SoftCoordinateLoss(tokenizer, "llava", vocab, 2.0)
+
+    def loss_when_sure_of(token):
+        sure = torch.zeros(1, 2, vocab)
+        sure[0, 0, token] = 10.0
+        return soft(sure, labels[:, :2]).item()
+
+    assert loss_when_sure_of(near) < loss_when_sure_of(far) - 1.0
+    only_word = torch.tensor([[-100, -100, word]])
+    assert soft(logits, only_word).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits[0, 1:2], only_word[0, 2:]).item(), rel=1e-5
+    )
+
+
+def test_ground_test_is_held_out_and_names_both_objects_of_a_two_object_scene(tmp_path):
+    root = make_zoomworld(tmp_path / "zw")
+    rows = _rows(root, "ground_test")
+    assert {r["objects"] for r in rows} == {1, 2} | {r["objects"] for r in rows if r["objects"] >= 3}
+    assert all(r["image"].startswith("images/ground_test/") for r in rows)
+    two = [r for r in rows if r["objects"] == 2]
+    assert len(two) == 2 * len({r["image"] for r in two})  # both objects named: selection is measurable
+    trained = {r["image"] for r in _rows(root, "ground")}
+    assert not trained & {r["image"] for r in rows}
+
+
+def test_grounding_probe_measures_localisation_and_selection(tmp_path, monkeypatch):
+    """Boxes on the named object score IoU 1 and select it; a box on the other object of a 2-object scene
+    selects wrongly; one constant box is counted as one distinct box."""
+    from visrl_bench.trainers import pretrain
+
+    from visrl_bench.core.boxes import Box
+
+    root = make_zoomworld(tmp_path / "zw")
+    rows = _rows(root, "ground_test")
+    other = {}
+    for r in rows:
+        if r["objects"] == 2:
+            other.setdefault(r["image"], []).append(r["bbox"])
+
+    def fake_boxes(checkpoint, root, rows, batch_size=32):
+        out = []
+        for r in rows:
+            if r["objects"] == 1:
+                out.append(Box(0, 0, 10, 10))  # the box prior: the same box for every image
+            elif r["objects"] == 2:  # the first-named object of each scene, whichever is asked
+                out.append(Box(*other[r["image"]][0]))
+            else:
+                out.append(Box(*r["bbox"]))
+        return out
+
+    monkeypatch.setattr(pretrain, "_ground_boxes", fake_boxes)
+    report = pretrain.grounding_probe(Path("unused"), root)
+    assert report["1"]["distinct_boxes"] == 1 and report["1"]["mean_iou"] < 0.1
+    assert report["2"]["selection"] == 0.5 and report["2"]["decided"] == report["2"]["n"]
+    assert report["3-5"]["mean_iou"] == 1.0 and report["3-5"]["iou_above_0.5"] == 1.0
+
+
+def test_screen_cell_trains_probes_records_and_resumes(tmp_path):
+    """One screening cell through the CLI: a world from YAML, a from-scratch grounding run, a row with the
+    command, steps, seconds and the probe; running it again probes the same weights without retraining."""
+    world = tmp_path / "world.yaml"
+    world.write_text(
+        "object_size: [40, 56]\npretrain_images: 4\nground_images: 6\nground_test_images: 6\n"
+        "sft_questions: 2\nrl_questions: 2\ntest_questions: 3\npair_questions: 0\n"
+    )
+    results = tmp_path / "results.jsonl"
+    args = ["zoomworld", "screen", "--name", "cell", "--arch", "qwen2_vl", "--stage", "ground"]
+    args += ["--world", str(world), "--work", str(tmp_path / "w"), "--results", str(results), "--no-progress"]
+    args += ["steps=3", "batch_size=4", "coord_sigma=2", "spec.qwen_patch=4", "spec.rope_theta=10"]
+    args += ["spec.text_hidden=32", "spec.text_layers=1", "spec.vision_hidden=32", "spec.vision_layers=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    row = json.loads(results.read_text().splitlines()[0])
+    assert row["steps"] == 3 and row["seconds"] > 0 and row["world"] == {
+        "object_size": [40, 56],
+        "pretrain_images": 4,
+        "ground_images": 6,
+        "ground_test_images": 6,
+        "sft_questions": 2,
+        "rl_questions": 2,
+        "test_questions": 3,
+        "pair_questions": 0,
+    }
+    assert row["settings"]["spec"]["qwen_patch"] == 4 and row["settings"]["coord_sigma"] == 2.0
+    assert set(row["probe"]) == {"1", "2", "3-5"} and "selection" in row["probe"]["2"]
+    assert "zoomworld screen --name cell" in row["command"]
+    weights = _weights(tmp_path / "w" / "runs" / "cell")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    again = json.loads(results.read_text().splitlines()[1])
+    assert again["probe"] == row["probe"] and again["seconds"] == row["seconds"]
+    import torch
+
+    assert all(torch.equal(v, _weights(tmp_path / "w" / "runs" / "cell")[k]) for k, v in weights.items())

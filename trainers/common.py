@@ -160,8 +160,9 @@ def trl_arguments(config_class, cfg: TrainConfig, **extra: Any):
     )
 
 
-def route_logs(trainer, out: Path) -> None:
+def route_logs(trainer, out: Path, resumed_at: int | None = None) -> None:
     """Every log event goes to OUT/log.csv; the terminal keeps a progress bar (with the last loss) or nothing.
+    A run resumed at step `resumed_at` keeps the log's rows up to that step (later ones are logged again).
 
     transformers' Trainer prints each event's dict: through its progress bar's `write`, or, with the bar
     off, through PrinterCallback. In a grid of cells those dicts scroll over the grid's own progress bar."""
@@ -175,7 +176,7 @@ def route_logs(trainer, out: Path) -> None:
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(BarOnly)
-    trainer.add_callback(CSVLog(out / "log.csv"))
+    trainer.add_callback(CSVLog(out / "log.csv", resumed_at))
 
 
 class CSVLog:
@@ -183,7 +184,7 @@ class CSVLog:
     with the known columns is appended; only a new column (an eval metric's first appearance, say) rewrites
     the file with the wider header, so a long run does not rewrite its whole log at every step."""
 
-    def __new__(cls, path: Path):
+    def __new__(cls, path: Path, resumed_at: int | None = None):
         from transformers import TrainerCallback
 
         class _CSVLog(TrainerCallback):
@@ -191,6 +192,15 @@ class CSVLog:
                 self.path = path
                 self.rows: list[dict] = []
                 self.keys: list[str] = []
+                if resumed_at is not None and path.is_file():
+                    with path.open(newline="") as f:
+                        reader = csv.DictReader(f)
+                        self.keys = list(reader.fieldnames or [])
+                        self.rows = [r for r in reader if int(r["step"]) <= resumed_at]
+                    with path.open("w", newline="") as f:  # drop what the lost sitting logged after its save
+                        writer = csv.DictWriter(f, fieldnames=self.keys)
+                        writer.writeheader()
+                        writer.writerows(self.rows)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if not logs or not state.is_world_process_zero:
@@ -218,10 +228,15 @@ def resume_point(cfg: TrainConfig, model) -> str | None:
     Qwen-VL under their original checkpoint key names: every key misses and the run would silently restart
     from the base weights. `from_pretrained` applies the key mapping; a LoRA checkpoint (adapter only)
     is left to Trainer, whose adapter loading is unaffected."""
+    return load_last_checkpoint(Path(cfg.out), model) if cfg.resume else None
+
+
+def load_last_checkpoint(folder: Path, model) -> str | None:
+    """The newest `checkpoint-N` in `folder` with its full-model weights loaded into `model` (see
+    resume_point), or None."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    out = Path(cfg.out)
-    checkpoint = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     if checkpoint and not hasattr(model, "peft_config"):
         saved = type(model).from_pretrained(checkpoint, local_files_only=True, dtype=model.dtype)
         model.load_state_dict(saved.state_dict())

@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 from visrl_bench.trainers.common import route_logs
 
 from visrl_bench.core.boxes import format_box, gold_box, iou, parse_box
-from visrl_bench.core.config import validate
+from visrl_bench.core.config import read_scalars, validate
 from visrl_bench.core.errors import Bounded, Bounds
 from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
@@ -89,6 +90,14 @@ class PretrainConfig(Bounded):
     # targets, while their input rows carry the box text of the answer-step dialogue
     init: str = ""
     spec: dict[str, Any] = field(default_factory=dict)  # TinySpec overrides (tests use a smaller model)
+    # Gaussian soft targets over the box-coordinate tokens (sigma on the 0-100 scale of a box; 0 = the
+    # model's own one-hot loss): with one token per value, a box one value off earns nothing under a one-hot
+    # target, so a near miss teaches as little as a wild one
+    coord_sigma: float = 0.0
+    # a Trainer checkpoint (weights, optimizer, scheduler, RNG, data position) every save_every steps under
+    # OUT/checkpoints; `resume` continues the newest one to the same weights an unbroken run ends with
+    save_every: int = 0
+    resume: bool = False
 
     BOUNDS: ClassVar[Bounds] = {
         "steps": (1, None),
@@ -102,7 +111,14 @@ class PretrainConfig(Bounded):
         "positive_only_fraction": (0, 1),
         "ground_fraction": (0, 1),
         "ground_holdout": (0, None),
+        "coord_sigma": (0, None),
+        "save_every": (0, None),
     }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # `spec.patch_size=4` arrives as text; read it as the TinySpec field it sets (checked in full by train)
+        self.spec = read_scalars(dict(self.spec), TinySpec)
 
 
 # Stage 2 of the committed ZoomWorld bases, continuing from the perception stage (`init`). Measured: the box
@@ -155,16 +171,55 @@ def sincos_init(model, tokenizer, arch: str, scale: float = 0.02, outputs_only: 
             # as strong as a unit-variance patch's embedding, or LayerNorm drowns the position in content
             patch = emb.patch_embedding.weight
             emb.position_embedding.weight[1:] = grid * (patch.std() * patch[0].numel() ** 0.5) / grid.std()
-        values = coordinate_tokens(arch)
-        ids = tokenizer.convert_tokens_to_ids(list(values))
-        per_unit = 100 if arch == "llava" else 0.1  # both on a 0-100 scale
-        positions = torch.tensor([float(v) * per_unit for v in values])
+        ids, positions = coordinate_scale(tokenizer, arch)
         matrices = [model.get_output_embeddings().weight]
         if not outputs_only:
             matrices.append(model.get_input_embeddings().weight)
         for matrix in matrices:
             feats = sincos(positions, matrix.shape[1])
             matrix[ids] = feats * scale / feats.std()
+
+
+def coordinate_scale(tokenizer, arch: str):
+    """(token ids, values on a 0-100 scale) of the arch's box-coordinate tokens: LLaVA's 0.00-1.00 and
+    Qwen2-VL's 0-1000 on one scale, so a sigma or a sin-cos wavelength means the same distance for both."""
+    import torch
+
+    values = coordinate_tokens(arch)
+    per_unit = 100 if arch == "llava" else 0.1
+    ids = tokenizer.convert_tokens_to_ids(list(values))
+    return torch.tensor(ids), torch.tensor([float(v) * per_unit for v in values])
+
+
+class SoftCoordinateLoss:
+    """Cross-entropy over answer tokens, where a box-coordinate label is a Gaussian over the coordinate
+    tokens around its value (the target sums to 1 over them; everything else in the vocabulary is pushed
+    down as under a one-hot label). Other labels stay one-hot; the mean is over answer tokens, as the
+    model's own loss."""
+
+    def __init__(self, tokenizer, arch: str, vocab_size: int, sigma: float):
+        import torch
+
+        self.ids, values = coordinate_scale(tokenizer, arch)
+        self.slot = torch.full((vocab_size,), -1, dtype=torch.long)
+        self.slot[self.ids] = torch.arange(len(self.ids))
+        targets = torch.exp(-((values[:, None] - values[None]) ** 2) / (2 * sigma**2))
+        self.targets = targets / targets.sum(1, keepdim=True)
+
+    def __call__(self, logits, labels):
+        import torch
+
+        labels = labels[:, 1:]
+        keep = labels != -100
+        logp = torch.log_softmax(logits[:, :-1][keep].float(), dim=-1)
+        wanted = labels[keep]
+        loss = -logp.gather(1, wanted[:, None]).squeeze(1)
+        slot = self.slot.to(wanted.device)[wanted]
+        coord = slot >= 0
+        if coord.any():
+            soft = self.targets.to(logp.device)[slot[coord]]
+            loss[coord] = -(soft * logp[coord][:, self.ids.to(logp.device)]).sum(1)
+        return loss.mean()
 
 
 def ground_request(phrase: str, image) -> ChatRequest:
@@ -204,9 +259,8 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         raise ValueError(f"{root / 'ground.jsonl'}: no grounding rows to train on (ground_fraction > 0)")
     prompt_template = TASKS.load("zoomworld").prompt_template
 
-    spec = zoomworld_spec(cfg.arch)
-    for key, value in cfg.spec.items():
-        setattr(spec, key, tuple(value) if isinstance(value, list) else value)
+    # typed here, where TinySpec is known: `spec.patch_size=4` on the command line arrives as text
+    spec = validate(TinySpec, {**asdict(zoomworld_spec(cfg.arch)), **cfg.spec}, "option spec")
     if cfg.init:
         from visrl_bench.models import load_model
 
@@ -247,10 +301,11 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
 
     batcher = VisionBatcher(processor, prepare_image, eos, padding_side="left")
 
-    def batches():
+    def batches(start: int = 0):
         """One collated batch per step, its rows drawn by a seeded RNG: perception (positive crops only
         for the first positive_only_fraction of the steps), plus ground_fraction of grounding rows on the
-        1 -> 2 -> all-objects curriculum."""
+        1 -> 2 -> all-objects curriculum. From `start` (a resumed run) the draws of the earlier steps are
+        replayed without building their batches, so step k sees the same rows in every run."""
         rng = random.Random(cfg.seed)
         positives = [r for r in rows if r["answer"] != NONE]
         first, second = cfg.ground_curriculum
@@ -266,6 +321,8 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
             gpool = ground_pools[stage] or ground
             batch_rows = [gpool[rng.randrange(len(gpool))] for _ in range(n_ground)]
             batch_rows += [pool[rng.randrange(len(pool))] for _ in range(cfg.batch_size - n_ground)]
+            if step < start:
+                continue
             pairs = [
                 build_example(
                     r,
@@ -279,25 +336,31 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
             ]
             yield batcher.sft([Completion(r.messages, r.images, answer) for r, answer in pairs])
 
-    class Batches(IterableDataset):
-        def __iter__(self):
-            return batches()
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    saves = out / "checkpoints"
+    resume, so_far = resume_state(saves, model) if cfg.resume else (None, {})
+
+    class Batches(IterableDataset):
+        def __iter__(self):
+            return batches(so_far.get("step", 0))
+
     # weight decay on every parameter (Trainer's default optimizer exempts biases and norms)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
     args = TrainingArguments(
-        output_dir=str(out),
         max_steps=cfg.steps,
         per_device_train_batch_size=1,  # one item of the stream is one whole batch
         max_grad_norm=1.0,
         logging_steps=cfg.log_every,
         logging_first_step=True,
-        save_strategy="no",
+        save_strategy="steps" if cfg.save_every else "no",
+        save_steps=cfg.save_every or 500,
+        save_total_limit=1,
+        ignore_data_skip=True,  # the stream itself starts at the checkpoint's step (see batches)
+        output_dir=str(saves),
         report_to="none",
         seed=cfg.seed,
         remove_unused_columns=False,
@@ -305,7 +368,19 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         accelerator_config={"dispatch_batches": False},  # each item is a whole batch: never re-slice it
         use_cpu=True,  # the bases are ~1M parameters; on CPU every machine trains them bit for bit alike
     )
-    trainer = Trainer(
+    trainer_class = Trainer
+    if cfg.coord_sigma > 0:
+        soft = SoftCoordinateLoss(processor.tokenizer, cfg.arch, len(processor.tokenizer), cfg.coord_sigma)
+
+        class SoftTrainer(Trainer):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                labels = inputs.pop("labels")
+                outputs = model(**inputs)
+                loss = soft(outputs.logits, labels)
+                return (loss, outputs) if return_outputs else loss
+
+        trainer_class = SoftTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=Batches(),
@@ -313,10 +388,12 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         optimizers=(optimizer, scheduler),
     )
     trainer.model_accepts_loss_kwargs = False  # the model's own mean over answer tokens, as before
-    route_logs(trainer, out)
-    trainer.train()
+    route_logs(trainer, out, resumed_at=so_far.get("step"))
+    trainer.add_callback(progress_record(so_far.get("sittings", []), started))
+    trainer.train(resume_from_checkpoint=resume)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     model.eval()
+    sittings = [*so_far.get("sittings", []), round(time.perf_counter() - started, 1)]
     info = {
         "arch": cfg.arch,
         "trained_on": "zoomworld pretrain",
@@ -326,14 +403,48 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         "spec": asdict(spec),
         "final_loss": losses[-1],  # Trainer's mean over the last logging window
         "first_loss": losses[0],  # the first step's
-        "seconds": round(time.perf_counter() - started, 1),
+        "steps": trainer.state.global_step,
+        "seconds": round(sum(sittings), 1),  # every sitting of a resumed run, each up to its last save
+        "sittings": sittings,
+        "resumed_from": resume,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     save_checkpoint(model, processor, out, info)
+    if saves.is_dir():  # the final weights are written: the run's own resume points are spent
+        shutil.rmtree(saves)
     if holdout:
         info["ground_holdout"] = grounding_iou(out, root, holdout)
     (out / "provenance.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return out
+
+
+PROGRESS = "visrl_progress.json"
+
+
+def progress_record(earlier: list[float], started: float):
+    """A TrainerCallback that writes, into each checkpoint it follows, the step and the seconds of every
+    sitting so far: a resumed run's provenance then counts the whole run's time."""
+    from transformers import TrainerCallback
+
+    class ProgressRecord(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            now = round(time.perf_counter() - started, 1)
+            record = {"step": state.global_step, "sittings": [*earlier, now]}
+            (folder / PROGRESS).write_text(json.dumps(record) + "\n")
+
+    return ProgressRecord()
+
+
+def resume_state(saves: Path, model) -> tuple[str | None, dict[str, Any]]:
+    """The newest checkpoint under `saves` (its weights loaded into `model`) and its progress record;
+    (None, {}) when there is none: the run starts from step 0."""
+    from visrl_bench.trainers.common import load_last_checkpoint
+
+    checkpoint = load_last_checkpoint(saves, model)
+    if checkpoint is None:
+        return None, {}
+    return checkpoint, read_json(Path(checkpoint) / PROGRESS, "pretraining progress record")
 
 
 def held_out_ground(rows: list[dict], n: int = 200) -> list[dict]:
@@ -342,9 +453,9 @@ def held_out_ground(rows: list[dict], n: int = 200) -> list[dict]:
     return rows[len(rows) - min(n, len(rows) // 10) :]
 
 
-def grounding_iou(checkpoint: Path, root: Path, rows: list[dict], batch_size: int = 32) -> dict[str, Any]:
-    """Greedy grounding on held-out ground rows through the eval adapter: mean IoU with the object's box,
-    the share above 0.5 and parse failures (boxes are the base model's own, before any SFT)."""
+def _ground_boxes(checkpoint: Path, root: Path, rows: list[dict], batch_size: int = 32) -> list:
+    """Greedy boxes of a base model for ground rows, through the eval adapter: a Box, or None where the
+    reply does not parse."""
     from PIL import Image
 
     from visrl_bench.models import GenerationSettings, load_model
@@ -352,15 +463,53 @@ def grounding_iou(checkpoint: Path, root: Path, rows: list[dict], batch_size: in
     adapter = load_model(checkpoint, device="cpu")
     requests = [ground_request(r["phrase"], Image.open(root / r["image"]).convert("RGB")) for r in rows]
     outputs = adapter.generate(requests, GenerationSettings(max_new_tokens=16), batch_size=batch_size)
-    ious, failures = [], 0
-    for r, request, out in zip(rows, requests, outputs, strict=True):
+    boxes = []
+    for request, out in zip(requests, outputs, strict=True):
         image = request.images[0]
         parsed = parse_box(out[0], adapter.box_convention, image.size, adapter.input_size(image))
-        failures += not parsed.ok
-        ious.append(iou(parsed.box, gold_box(r["bbox"], "xyxy")) if parsed.ok else 0.0)
+        boxes.append(parsed.box if parsed.ok else None)
+    return boxes
+
+
+def _iou_summary(rows: list[dict], boxes: list) -> dict[str, Any]:
+    ious = [iou(b, gold_box(r["bbox"], "xyxy")) if b is not None else 0.0 for r, b in zip(rows, boxes)]
     return {
         "n": len(rows),
-        "mean_iou": round(sum(ious) / len(ious), 4),
-        "iou_above_0.5": round(sum(v > 0.5 for v in ious) / len(ious), 4),
-        "parse_failures": failures,
+        "mean_iou": round(sum(ious) / max(1, len(ious)), 4),
+        "iou_above_0.5": round(sum(v > 0.5 for v in ious) / max(1, len(ious)), 4),
+        "parse_failures": sum(b is None for b in boxes),
     }
+
+
+def grounding_iou(checkpoint: Path, root: Path, rows: list[dict], batch_size: int = 32) -> dict[str, Any]:
+    """Greedy grounding on held-out ground rows through the eval adapter: mean IoU with the object's box,
+    the share above 0.5 and parse failures (boxes are the base model's own, before any SFT)."""
+    return _iou_summary(rows, _ground_boxes(checkpoint, root, rows, batch_size))
+
+
+def grounding_probe(checkpoint: Path, root: Path, batch_size: int = 32) -> dict[str, Any]:
+    """What a base model's grounding can do, on the world's held-out `ground_test` scenes: localise one object
+    (1-object IoU, and how many distinct boxes it writes: one box for every image is the box prior, not
+    grounding), pick the named object of two (selection: the box overlaps the named object more than the
+    other; chance 0.5, undecided when it overlaps neither), and place one among 3-5."""
+    rows = [r for _, r in iter_jsonl(root / "ground_test.jsonl", "ZoomWorld ground_test split")]
+    boxes = _ground_boxes(checkpoint, root, rows, batch_size)
+    by_size: dict[str, tuple[list, list]] = {"1": ([], []), "2": ([], []), "3-5": ([], [])}
+    for r, b in zip(rows, boxes, strict=True):
+        rs, bs = by_size["1" if r["objects"] == 1 else "2" if r["objects"] == 2 else "3-5"]
+        rs.append(r)
+        bs.append(b)
+    report = {size: _iou_summary(*pair) for size, pair in by_size.items()}
+    report["1"]["distinct_boxes"] = len({tuple(b.as_list()) for b in by_size["1"][1] if b is not None})
+    named = {(r["image"], r["phrase"]): (r, b) for r, b in zip(*by_size["2"])}
+    picks = []
+    for (image, phrase), (r, b) in named.items():
+        other = [o for (im, ph), (o, _) in named.items() if im == image and ph != phrase]
+        if b is None or not other:
+            continue
+        own, theirs = iou(b, gold_box(r["bbox"], "xyxy")), iou(b, gold_box(other[0]["bbox"], "xyxy"))
+        if own != theirs:
+            picks.append(own > theirs)
+    report["2"]["selection"] = round(sum(picks) / max(1, len(picks)), 4)
+    report["2"]["decided"] = len(picks)
+    return report

@@ -109,3 +109,55 @@ def zoomworld_baselines(
     ]
     if failed:
         typer.echo("checks that did not hold: " + "; ".join(failed), err=True)
+
+
+@zoomworld_app.command("screen")
+def zoomworld_screen(
+    name: Annotated[str, typer.Option(help="The cell's name (its run folder; run again to resume it).")],
+    arch: Annotated[str, typer.Option(help="llava | qwen2_vl")],
+    stage: Annotated[str, typer.Option(help="ground (1-object localisation) | read (gold-crop reading)")],
+    world: Annotated[
+        Path | None, typer.Option(help="YAML of ZoomWorldConfig fields: the candidate geometry.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="PretrainConfig key=value settings, e.g. steps=600 spec.patch_size=4."),
+    ] = None,
+    work: Annotated[Path, typer.Option(help="Worlds and runs.")] = Path("runs/zoomworld/screening"),
+    results: Annotated[Path, typer.Option(help="JSONL the cell's row is appended to.")] = Path(
+        "runs/zoomworld/screening/results.jsonl"
+    ),
+    progress: Annotated[bool, typer.Option()] = True,
+) -> None:
+    """One cell of the geometry screening protocol (docs/zoomworld.md): pretrain from scratch on one skill,
+    probe it, append a row (command, steps, seconds, metrics). Resumable: checkpoints every 100 steps."""
+    import json
+    import shlex
+
+    from visrl_bench.core.config import load_config, parse_overrides
+    from visrl_bench.datagen.zoomworld import ZoomWorldConfig
+    from visrl_bench.experiments.zoomworld import screen
+    from visrl_bench.models.tiny import ARCHS
+
+    if arch not in ARCHS:
+        fail(f"unknown arch {arch!r}; one of {', '.join(ARCHS)}")
+    # the cell's own options, as a user would retype them (sys.argv is someone else's under a test runner)
+    words = ["zoomworld", "screen", "--name", name, "--arch", arch, "--stage", stage]
+    words += ["--world", str(world)] if world else []
+    command = "visrl-bench " + " ".join(shlex.quote(w) for w in [*words, *(overrides or [])])
+    try:
+        cfg = load_config(ZoomWorldConfig, world)
+        row = screen(
+            name,
+            arch,
+            stage,
+            cfg,
+            work,
+            parse_overrides(overrides),
+            results,
+            command,
+            progress=progress,
+        )
+    except (VisrlError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(row["probe"], indent=1))

@@ -19,7 +19,8 @@ pretrained on; never the question's phrasing), sft (few questions WITH gold boxe
 boxes on disk for diagnostics only), test, and pairs: "Do the orange circle and the teal square carry the
 same tile pattern?" (yes / no, half each), which needs BOTH tiles read, so one crop cannot answer it: direct
 and single-box answers sit at 50% by construction (the second tile is the same as the first with probability
-1/2 whatever the first is); it is for multi-turn zoom. Each split draws from its own seeded streams, keyed
+1/2 whatever the first is); it is for multi-turn zoom; ground_test (held-out grounding scenes of 1, 2
+and 3-5 objects, never trained on: localisation, and selection of the named object among two). Each split draws from its own seeded streams, keyed
 by image id, so adding one leaves the others' bytes as they were. Everything is determined by the seed and
 the config: same seed, same bytes.
 """
@@ -36,7 +37,7 @@ from visrl_bench.core.boxes import Box, crop_region
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError
 from visrl_bench.core.seeding import seeded_random
 
-VERSION = "1.1"  # 1.1: the ground split
+VERSION = "1.2"  # 1.1: the ground split; 1.2: the ground_test split
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
     "red-cyan": ((255, 0, 0), (0, 255, 255)),
     "green-magenta": ((0, 255, 0), (255, 0, 255)),
@@ -78,6 +79,7 @@ class ZoomWorldConfig(Bounded):
     pretrain_examples_per_image: int = 12
     direct_fraction: float = 0.2  # of pretrain examples: one image + question -> the true tile
     ground_images: int = 3000  # a third each with 1, 2 and 3-5 objects (the grounding curriculum)
+    ground_test_images: int = 300  # held-out grounding scenes, a third each with 1, 2 and 3-5 objects
     sft_questions: int = 200
     rl_questions: int = 1200
     test_questions: int = 420
@@ -92,6 +94,7 @@ class ZoomWorldConfig(Bounded):
         "pretrain_examples_per_image": (1, None),
         "direct_fraction": (0, 1),
         "ground_images": (0, None),
+        "ground_test_images": (0, None),
         "sft_questions": (1, None),
         "rl_questions": (1, None),
         "test_questions": (1, None),
@@ -298,22 +301,24 @@ def pretrain_rows(scene: Scene, cfg: ZoomWorldConfig, seed: int) -> list[dict]:
     return rows
 
 
-def ground_objects(cfg: ZoomWorldConfig, n: int) -> tuple[int, int]:
-    """The curriculum's scene sizes: the first third of the ground images has 1 object, then 2, then the
-    benchmark's own 3-5 (in our trials grounding was learned only through 1 -> 2 -> 4 objects)."""
-    stage = 3 * n // max(1, cfg.ground_images)
+def ground_objects(cfg: ZoomWorldConfig, n: int, total: int | None = None) -> tuple[int, int]:
+    """The curriculum's scene sizes: the first third of the `total` ground images (the ground split's by
+    default) has 1 object, then 2, then the benchmark's own 3-5 (in our trials grounding was learned only
+    through 1 -> 2 -> 4 objects)."""
+    stage = 3 * n // max(1, cfg.ground_images if total is None else total)
     return ((1, 1), (2, 2))[stage] if stage < 2 else cfg.objects
 
 
-def ground_rows(scene: Scene, seed: int) -> list[dict]:
-    """One referring expression per object: "the <colour> <shape>" -> its box (pixels)."""
+def ground_rows(scene: Scene, seed: int, split: str = "ground") -> list[dict]:
+    """One referring expression per object, for two of them: "the <colour> <shape>" -> its box (pixels).
+    A 2-object scene names both, so whether a box picks the named object of the two can be measured."""
     rng = _rng(seed, "ground", scene.image_id)
     targets = rng.sample(scene.objects, k=min(2, len(scene.objects)))
     return [
         {
             "id": f"{scene.image_id}_g{i}",
             "kind": "ground",
-            "image": f"images/ground/{scene.image_id}.png",
+            "image": f"images/{split}/{scene.image_id}.png",
             "width": scene.size[0],
             "height": scene.size[1],
             "phrase": f"the {t.colour} {t.shape}",
@@ -360,15 +365,18 @@ def generate(out: str | Path, seed: int = 0, cfg: ZoomWorldConfig | None = None)
         "test": cfg.test_questions,
         "pairs": cfg.pair_questions,
     }
-    images = {"pretrain": cfg.pretrain_images, "ground": cfg.ground_images}
-    for split in ("pretrain", "ground", "sft", "rl", "test", "pairs"):
+    images = {
+        "pretrain": cfg.pretrain_images,
+        "ground": cfg.ground_images,
+        "ground_test": cfg.ground_test_images,
+    }
+    for split in ("pretrain", "ground", "sft", "rl", "test", "pairs", "ground_test"):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         n = 0
         while (split in images and n < images[split]) or (split in plan and len(rows) < plan[split]):
-            scene = make_scene(
-                cfg, seed, f"{split}_{n:05d}", ground_objects(cfg, n) if split == "ground" else None
-            )
+            sizes = ground_objects(cfg, n, images[split]) if split.startswith("ground") else None
+            scene = make_scene(cfg, seed, f"{split}_{n:05d}", sizes)
             n += 1
             pair = pair_question(scene, seed) if split == "pairs" else None
             if not scene.objects or (split == "pairs" and pair is None):
@@ -376,8 +384,8 @@ def generate(out: str | Path, seed: int = 0, cfg: ZoomWorldConfig | None = None)
             render(scene).save(root / "images" / split / f"{scene.image_id}.png", optimize=False)
             if split == "pretrain":
                 rows += pretrain_rows(scene, cfg, seed)
-            elif split == "ground":
-                rows += ground_rows(scene, seed)
+            elif split.startswith("ground"):
+                rows += ground_rows(scene, seed, split)
             elif split == "pairs":
                 rows.append(pair)
             else:

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dataclasses import asdict
+
+from visrl_bench.core.errors import VisrlError
 from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig, generate
 from visrl_bench.report import markdown
 
@@ -183,3 +186,90 @@ def run_baselines(
         json.dumps({"table": table, "checks": checks, **meta}, indent=2, sort_keys=True) + "\n"
     )
     return {"table": table, "checks": checks, **meta}
+
+
+# The fixed screening protocol for a candidate world geometry (docs/zoomworld.md): a tiny base trained FROM
+# SCRATCH on one skill, then probed. `ground`: referring expressions on 1-object scenes only (can the model
+# localise at all?), probed on the held-out ground_test scenes (1-object IoU, 2-object selection, 3-5-object
+# IoU). `read`: perception only (can a tile be read from the gold crop?), probed by gt_box and direct
+# accuracy on the test split.
+SCREEN_STAGES: dict[str, dict[str, Any]] = {
+    "ground": {
+        "ground_fraction": 1.0,
+        "ground_curriculum": (1.0, 1.0),
+        "sincos_init": True,
+        "ground_holdout": 0,
+        "log_every": 50,
+    },
+    "read": {"log_every": 50, "ground_holdout": 0},
+}
+
+
+def screen(
+    name: str,
+    arch: str,
+    stage: str,
+    world: ZoomWorldConfig,
+    work: Path,
+    overrides: dict[str, Any],
+    results: Path,
+    command: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one screening cell (resuming it if a sitting was stopped) and append its row to `results`."""
+    import hashlib
+
+    from visrl_bench.core.config import validate
+    from visrl_bench.trainers.pretrain import PretrainConfig, grounding_probe, train
+
+    if stage not in SCREEN_STAGES:
+        raise VisrlError(f"unknown screening stage {stage!r}; one of {', '.join(SCREEN_STAGES)}")
+    world_key = hashlib.sha256(json.dumps(asdict(world), sort_keys=True).encode()).hexdigest()[:10]
+    data = work / f"world-{world_key}"
+    if not (data / "zoomworld.json").is_file():  # written last: a world cut short is generated again
+        generate(data, 0, world)
+    out = work / "runs" / name
+    base = {**SCREEN_STAGES[stage], "save_every": 100, "resume": True}
+    cfg = validate(
+        PretrainConfig,
+        {**base, **overrides, "arch": arch, "data": str(data), "out": str(out)},
+        f"screening cell {name}",
+    )
+    done = out / "provenance.json"
+    if not (done.is_file() and json.loads(done.read_text())["config"] == json.loads(json.dumps(asdict(cfg)))):
+        train(cfg, progress=progress)  # else: this very cell is already trained; probe it again
+    info = json.loads(done.read_text())
+    row: dict[str, Any] = {
+        "name": name,
+        "arch": arch,
+        "stage": stage,
+        "command": command,
+        "world": {k: v for k, v in asdict(world).items() if v != getattr(ZoomWorldConfig(), k)},
+        "settings": {k: asdict(cfg)[k] for k in overrides},
+        "steps": info["steps"],
+        "seconds": info["seconds"],
+        "first_loss": round(info["first_loss"], 4),
+        "final_loss": round(info["final_loss"], 4),
+    }
+    if stage == "ground":
+        row["probe"] = grounding_probe(out, data)
+    else:
+        from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
+        from visrl_bench.models import GenerationSettings
+
+        row["probe"] = {}
+        for mode in ("gt_box", "direct"):
+            cfg_eval = EvalConfig(
+                model=str(out),
+                tasks=[TaskSpec("zoomworld", str(data))],
+                mode=mode,
+                batch_size=32,
+                generation=GenerationSettings(max_new_tokens=4),
+            )
+            res = evaluate(cfg_eval, work / "evals" / f"{name}-{mode}", overwrite=True, progress=progress)
+            m = res["results"]["zoomworld"]
+            row["probe"][mode] = {"accuracy": m["accuracy"], "ci95": m["accuracy_ci95"], "n": m["n"]}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+    return row
