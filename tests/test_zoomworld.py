@@ -312,18 +312,23 @@ def test_baselines_table_and_checks():
     assert "| gt_box >= 90% | yes | **no** |" in md and "n = 420" in md
     assert "grounding" not in md  # not measured: no row, no check
 
+    probe = {"one_object_distinct_boxes": 97, "two_object_selection": 0.55}
     grounding = {
         "llava": {"n": 200, "mean_iou": 0.41, "iou_above_0.5": 0.37, "parse_failures": 0},
         "qwen2_vl": {"n": 200, "mean_iou": 0.0054, "iou_above_0.5": 0.005, "parse_failures": 12},
     }
+    grounding["llava"].update(probe, one_object_iou=0.71)
+    grounding["qwen2_vl"].update(probe, one_object_iou=0.02)
     checks = check_baselines(table, grounding)
-    assert checks["llava"]["held-out grounding IoU >= 0.35"] is True
-    assert checks["qwen2_vl"]["held-out grounding IoU >= 0.35"] is False
+    assert checks["llava"]["1-object grounding IoU >= 0.6"] is True
+    assert checks["qwen2_vl"]["1-object grounding IoU >= 0.6"] is False
     md = baselines_markdown(table, {**meta, "grounding": grounding})
-    assert "| grounding: mean IoU (held-out) | 0.410 | 0.005 |" in md
+    assert "| grounding: 1-object IoU (ground_test) | 0.710 | 0.020 |" in md
+    assert "| grounding: 2-object selection (chance 0.5) | 0.55 | 0.55 |" in md
+    assert "| grounding: mean IoU (held-out 3-5 objects) | 0.410 | 0.005 |" in md
     assert "| grounding: IoU > 0.5 (%) | 37.0 | 0.5 |" in md
     assert "| grounding: boxes that do not parse | 0 | 12 |" in md
-    assert "| held-out grounding IoU >= 0.35 | yes | **no** |" in md and "(n = 200, 200)" in md
+    assert "| 1-object grounding IoU >= 0.6 | yes | **no** |" in md and "(n = 200, 200)" in md
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])

@@ -96,7 +96,8 @@ class PretrainConfig(Bounded):
     coord_sigma: float = 0.0
     # a Trainer checkpoint (weights, optimizer, scheduler, RNG, data position) every save_every steps under
     # OUT/checkpoints; `resume` continues the newest one to the same weights an unbroken run ends with
-    save_every: int = 0
+    # (a run resumed after it finished, with the same settings, is left as it is)
+    save_every: int = 100
     resume: bool = False
 
     BOUNDS: ClassVar[Bounds] = {
@@ -238,11 +239,23 @@ def build_example(row: dict, image, convention, input_size, crop_min_side: int, 
     return step.request(row["question"], prompt, image), row["answer"]
 
 
+def finished(cfg: PretrainConfig) -> bool:
+    """OUT already holds the final weights of a run with exactly these settings (resume flag aside)."""
+    done = Path(cfg.out) / "provenance.json"
+    if not done.is_file():
+        return False
+    ran = json.loads(done.read_text()).get("config", {})
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    return {**ran, "resume": None} == {**wanted, "resume": None}
+
+
 def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     import torch
 
     from visrl_bench.core.registry import MODELS, TASKS
 
+    if cfg.resume and finished(cfg):
+        return Path(cfg.out)
     started = time.perf_counter()
     root = Path(cfg.data)
     world = read_json(root / "zoomworld.json", "ZoomWorld metadata (zoomworld.json)")

@@ -44,6 +44,13 @@ def zoomworld_pretrain(
         bool, typer.Option(help="The grounding stage's settings (with --init: the committed bases' stage 2).")
     ] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from the newest checkpoint in OUT/checkpoints (written every save_every steps) "
+            "to the weights an unbroken run ends with; a finished run is left as it is."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Train a tiny base LMM on the pretrain split (perception), or with --grounding on the ground split too
@@ -65,6 +72,7 @@ def zoomworld_pretrain(
             out=str(out),
             seed=seed,
             init=str(init) if init else None,
+            resume=resume or None,
         )
         path = train(cfg, progress=progress)
     except (VisrlError, ValueError) as exc:

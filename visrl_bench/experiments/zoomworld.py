@@ -25,8 +25,9 @@ CHANCE = 100 / len(PATTERNS)
 DEFAULT_MODELS = Path("checkpoints") / "zoomworld"
 
 
-# a base must place "the <colour> <shape>" before focus learning from its own boxes is worth running
-MIN_GROUNDING_IOU = 0.35
+# a base must place "the <colour> <shape>" alone in a scene before focus learning from its own boxes is worth
+# running; picking the named object of several is what the VisRL loop is measured on, so it is reported only
+MIN_GROUNDING_IOU = 0.6
 
 
 def check_baselines(
@@ -43,8 +44,8 @@ def check_baselines(
             "center_box >= 30 points below gt_box": acc["gt_box"] - acc["center_box"] >= 30,
         }
         if grounding is not None:
-            iou = (grounding.get(arch) or {}).get("mean_iou", 0.0)
-            checks[arch][f"held-out grounding IoU >= {MIN_GROUNDING_IOU}"] = iou >= MIN_GROUNDING_IOU
+            iou = (grounding.get(arch) or {}).get("one_object_iou", 0.0)
+            checks[arch][f"1-object grounding IoU >= {MIN_GROUNDING_IOU}"] = iou >= MIN_GROUNDING_IOU
     return checks
 
 
@@ -65,12 +66,17 @@ def baselines_markdown(table: dict[str, dict[str, dict]], meta: dict[str, Any]) 
     rows.append(["chance", *(f"{CHANCE:.1f}" for _ in archs)])
     grounding = meta.get("grounding") or {}
     measures = (
-        ("mean IoU (held-out)", "mean_iou", 1, 3),
+        ("1-object IoU (ground_test)", "one_object_iou", 1, 3),
+        ("1-object distinct boxes", "one_object_distinct_boxes", 1, 0),
+        ("2-object selection (chance 0.5)", "two_object_selection", 1, 2),
+        ("mean IoU (held-out 3-5 objects)", "mean_iou", 1, 3),
         ("IoU > 0.5 (%)", "iou_above_0.5", 100, 1),
         ("boxes that do not parse", "parse_failures", 1, 0),
     )
     for label, key, scale, digits in measures if grounding else ():
-        values = [f"{scale * grounding[a][key]:.{digits}f}" if a in grounding else "-" for a in archs]
+        values = [
+            f"{scale * grounding[a][key]:.{digits}f}" if key in grounding.get(a, {}) else "-" for a in archs
+        ]
         rows.append([f"grounding: {label}", *values])
     lines += markdown.table(["mode", *archs], rows)
     checks = check_baselines(table, grounding if grounding else None)
@@ -122,6 +128,7 @@ def run_baselines(
         GROUNDING_STAGE,
         PretrainConfig,
         grounding_iou,
+        grounding_probe,
         held_out_ground,
         train,
     )
@@ -129,15 +136,21 @@ def run_baselines(
     timings: dict[str, str] = {}
     started = time.perf_counter()
     data = work / "data"
-    if data.exists():
-        shutil.rmtree(data)
-    generate(data, seed, config)
+    meta_file = data / "zoomworld.json"  # written last: a world cut short is generated again
+    same = meta_file.is_file() and json.loads(meta_file.read_text())["config"] == json.loads(
+        json.dumps(asdict(config or ZoomWorldConfig()))
+    )
+    if not (from_scratch and same):  # a from-scratch run stopped part-way keeps the world it trains on
+        if data.exists():
+            shutil.rmtree(data)
+        generate(data, seed, config)
     timings["data generation"] = f"{time.perf_counter() - started:.0f} s"
     if from_scratch:  # two stages: perception from random init, then grounding continuing from it
         for arch in ARCHS:
             t = time.perf_counter()
             perception = work / "perception" / arch
-            common = dict(arch=arch, data=str(data), batch_size=batch_size, seed=seed)
+            # resumable: run the command again and each stage continues from its newest checkpoint
+            common = dict(arch=arch, data=str(data), batch_size=batch_size, seed=seed, resume=True)
             train(PretrainConfig(**common, out=str(perception), steps=steps), progress=progress)
             timings[f"pretrain {arch} (perception)"] = f"{time.perf_counter() - t:.0f} s"
             t = time.perf_counter()
@@ -168,6 +181,11 @@ def run_baselines(
     t = time.perf_counter()
     held_out = held_out_ground([r for _, r in iter_jsonl(data / "ground.jsonl", "ZoomWorld ground split")])
     grounding = {arch: grounding_iou(models / arch, data, held_out) for arch in ARCHS}
+    probes = {arch: grounding_probe(models / arch, data) for arch in ARCHS}
+    for arch in ARCHS:
+        grounding[arch]["one_object_iou"] = probes[arch]["1"]["mean_iou"]
+        grounding[arch]["one_object_distinct_boxes"] = probes[arch]["1"]["distinct_boxes"]
+        grounding[arch]["two_object_selection"] = probes[arch]["2"]["selection"]
     timings["grounding (2 archs)"] = f"{time.perf_counter() - t:.0f} s"
     timings["total"] = f"{time.perf_counter() - started:.0f} s"
     meta = {
@@ -235,10 +253,8 @@ def screen(
         {**base, **overrides, "arch": arch, "data": str(data), "out": str(out)},
         f"screening cell {name}",
     )
-    done = out / "provenance.json"
-    if not (done.is_file() and json.loads(done.read_text())["config"] == json.loads(json.dumps(asdict(cfg)))):
-        train(cfg, progress=progress)  # else: this very cell is already trained; probe it again
-    info = json.loads(done.read_text())
+    train(cfg, progress=progress)  # resumes a stopped sitting; a cell already trained is probed again
+    info = json.loads((out / "provenance.json").read_text())
     row: dict[str, Any] = {
         "name": name,
         "arch": arch,
