@@ -132,17 +132,34 @@ def test_pretrain_labels_follow_the_crop_rule(tmp_path):
     assert {r["answer"] for r in rows if r["kind"] == "crop"} >= {NONE}
 
 
+# candidate geometries (docs/zoomworld.md): world options and each arch's processor settings
+GEOMETRIES = {
+    "v1": ({}, {"llava": {}, "qwen2_vl": {}}),
+    "d": (
+        {"view_scale": 16, "cell": 8, "object_size": (64, 80), "readable_side": 80},
+        {
+            "llava": {"image_size": 32, "patch_size": 4},
+            "qwen2_vl": {"min_pixels": 768, "max_pixels": 768, "qwen_patch": 2},
+        },
+    ),
+}
+
+
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
-def test_tiles_are_unreadable_in_the_global_view_and_readable_in_a_crop(arch):
+@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+def test_tiles_are_unreadable_in_the_global_view_and_readable_in_a_crop(arch, geometry):
     """Change every tile's pattern: what the model's processor makes of the whole image is bit-identical,
     while the crop of an object changes."""
+    from dataclasses import replace
+
     import numpy as np
     from visrl_bench.trainers.pretrain import zoomworld_spec
 
     from visrl_bench.models.hf.llava import mean_fill, pad_to_square
     from visrl_bench.models.tiny import build_model
 
-    spec = zoomworld_spec(arch)
+    world, specs = GEOMETRIES[geometry]
+    spec = replace(zoomworld_spec(arch), **specs[arch])
     spec.text_hidden, spec.text_layers, spec.vision_hidden, spec.vision_layers = 32, 1, 32, 1
     _, processor = build_model(arch, spec)
     ip = processor.image_processor
@@ -152,16 +169,28 @@ def test_tiles_are_unreadable_in_the_global_view_and_readable_in_a_crop(arch):
             image = pad_to_square(image, mean_fill(ip))
         return np.asarray(ip(images=[image], return_tensors="np")["pixel_values"])
 
-    cfg = _small_zoomworld()
-    scene = make_scene(cfg, 0, "probe")
-    names = sorted(PATTERNS)
-    variant = copy.deepcopy(scene)
-    for o in variant.objects:
-        o.pattern = names[(names.index(o.pattern) + 1) % len(names)]
-    a, b = render(scene), render(variant)
-    assert np.array_equal(view(a), view(b))
-    region = tuple(int(v) for v in crop_region(scene.objects[0].box, scene.size, cfg.crop_min_side).as_list())
-    assert not np.array_equal(view(a.crop(region)), view(b.crop(region)))
+    cfg = replace(_small_zoomworld(), **world)
+    for i in range(3):
+        scene = make_scene(cfg, 0, f"probe{i}")
+        names = sorted(PATTERNS)
+        variant = copy.deepcopy(scene)
+        for o in variant.objects:
+            o.pattern = names[(names.index(o.pattern) + 1) % len(names)]
+        a, b = render(scene), render(variant)
+        assert np.array_equal(view(a), view(b))
+        box = scene.objects[0].box
+        region = tuple(int(v) for v in crop_region(box, scene.size, cfg.crop_min_side).as_list())
+        assert not np.array_equal(view(a.crop(region)), view(b.crop(region)))
+
+
+def test_a_geometry_that_would_show_the_tile_is_refused():
+    from visrl_bench.core.errors import VisrlError
+    from visrl_bench.datagen.zoomworld import ZoomWorldConfig
+
+    with pytest.raises(VisrlError, match="period"):
+        ZoomWorldConfig(view_scale=8, cell=8)  # one cell per view pixel: the view shows the pattern
+    with pytest.raises(VisrlError, match="period"):
+        ZoomWorldConfig(view_scale=16, cell=8, canvas=(520, 384))
 
 
 def test_seconds_scale_pretrain_lowers_the_loss(tmp_path):

@@ -58,8 +58,8 @@ OBJECT_COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
 BACKGROUND = (222, 214, 196)
-GRID = 8  # the global view's downscale factor; tiles align to it so each view pixel averages whole periods
-CELL = 4  # checker cell size in canvas pixels (period 2 * CELL = GRID)
+GRID = 8  # the global view's default downscale factor; tiles align to it so each view pixel averages whole periods
+CELL = 4  # the default checker cell size in canvas pixels (period 2 * CELL divides GRID)
 VISIBLE, HIDDEN = 0.7, 0.3  # tile fraction inside a crop for "readable" / "not there"
 QUESTION = "What is the tile pattern on the {colour} {shape}?"
 PAIR_QUESTION = "Do the {colour} {shape} and the {other_colour} {other_shape} carry the same tile pattern?"
@@ -71,7 +71,12 @@ class ZoomWorldConfig(Bounded):
     canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 8x smaller (64 x 48)
     objects: tuple[int, int] = (3, 5)  # min, max objects per image
     object_size: tuple[int, int] = (28, 40)  # min, max side in pixels: 3-5 pixels in the global view
-    tile_cells: int = 4  # the tile is tile_cells x tile_cells cells of CELL pixels
+    tile_cells: int = 4  # the tile is tile_cells x tile_cells cells of `cell` pixels
+    # the models' processors shrink the canvas exactly view_scale x with a box filter (their spec must say
+    # so: image size / pixel budget); a tile's cells are `cell` px and the tile sits on the view_scale grid,
+    # so every view pixel averages whole checker periods: the same grey for every pattern
+    view_scale: int = GRID
+    cell: int = CELL
     questions_per_image: int = 3
     crop_min_side: int = 32  # the crop rule the models are trained and evaluated with
     readable_side: int = 64  # a crop longer than this shows cells under 4 model pixels: too small to read
@@ -87,6 +92,8 @@ class ZoomWorldConfig(Bounded):
 
     BOUNDS: ClassVar[Bounds] = {
         "tile_cells": (1, None),
+        "view_scale": (1, None),
+        "cell": (1, None),
         "questions_per_image": (1, None),
         "crop_min_side": (1, None),
         "readable_side": (1, None),
@@ -103,6 +110,12 @@ class ZoomWorldConfig(Bounded):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.view_scale % (2 * self.cell) or any(side % self.view_scale for side in self.canvas):
+            raise VisrlError(
+                f"options view_scale={self.view_scale}, cell={self.cell}, canvas={tuple(self.canvas)}: a checker "
+                "period (2 x cell) must divide view_scale, and view_scale each canvas side, or a tile is not "
+                "the same grey in the global view"
+            )
         for name in ("canvas", "objects", "object_size"):
             low, high = getattr(self, name)
             if not (0 < low <= high if name != "canvas" else low > 0 and high > 0):
@@ -134,6 +147,7 @@ class Scene:
     image_id: str
     size: tuple[int, int]
     objects: list[WorldObject] = field(default_factory=list)
+    cell: int = CELL  # the tiles' cell size (the world's `cell`)
 
 
 def _rng(seed: int, *keys: object) -> random.Random:
@@ -146,9 +160,10 @@ def make_scene(
     """Place non-overlapping objects with distinct colours; each tile sits on the 8-px grid."""
     rng = _rng(seed, "scene", image_id)
     w, h = cfg.canvas
-    scene = Scene(image_id, (w, h))
+    scene = Scene(image_id, (w, h), cell=cfg.cell)
     colours = rng.sample(sorted(OBJECT_COLOURS), k=rng.randint(*(objects or cfg.objects)))
-    tile_side = cfg.tile_cells * CELL
+    tile_side = cfg.tile_cells * cfg.cell
+    grid = cfg.view_scale
     for colour in colours:
         for _ in range(200):
             side = rng.randint(*cfg.object_size)
@@ -166,8 +181,8 @@ def make_scene(
         else:
             continue  # crowded canvas: fewer objects
         cx, cy = box.center
-        tx = round((cx - tile_side / 2) / GRID) * GRID
-        ty = round((cy - tile_side / 2) / GRID) * GRID
+        tx = round((cx - tile_side / 2) / grid) * grid
+        ty = round((cy - tile_side / 2) / grid) * grid
         tile = Box(tx, ty, tx + tile_side, ty + tile_side)
         scene.objects.append(WorldObject(colour, rng.choice(SHAPES), box, tile, rng.choice(sorted(PATTERNS))))
     return scene
@@ -194,10 +209,11 @@ def render(scene: Scene):
             )
         first, second = PATTERNS[o.pattern]
         tx1, ty1, tx2, ty2 = (int(v) for v in o.tile.as_list())
-        for y in range(ty1, ty2, CELL):
-            for x in range(tx1, tx2, CELL):
-                colour = first if ((x - tx1) // CELL + (y - ty1) // CELL) % 2 == 0 else second
-                draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=colour)
+        cell = scene.cell
+        for y in range(ty1, ty2, cell):
+            for x in range(tx1, tx2, cell):
+                colour = first if ((x - tx1) // cell + (y - ty1) // cell) % 2 == 0 else second
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
     return image
 
 
