@@ -136,7 +136,7 @@ def test_pretrain_labels_follow_the_crop_rule(tmp_path):
 GEOMETRIES = {
     "v1": ({}, {"llava": {}, "qwen2_vl": {}}),
     "d": (
-        {"view_scale": 16, "cell": 8, "object_size": (64, 80), "readable_side": 80},
+        {"view_scale": 16, "cell": 8, "object_size": (64, 80), "readable_side": 80, "background_ramp": 48},
         {
             "llava": {"image_size": 32, "patch_size": 4},
             "qwen2_vl": {"min_pixels": 768, "max_pixels": 768, "qwen_patch": 2},

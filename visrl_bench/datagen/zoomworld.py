@@ -77,6 +77,10 @@ class ZoomWorldConfig(Bounded):
     # so every view pixel averages whole checker periods: the same grey for every pattern
     view_scale: int = GRID
     cell: int = CELL
+    # a background whose red rises left to right and blue top to bottom by this much (0: flat): where an
+    # object is, as colour around it. Qwen2-VL's vision tower has only relative positions, so without a
+    # cue in the image its tokens' values never say where they are (docs/zoomworld.md)
+    background_ramp: int = 0
     questions_per_image: int = 3
     crop_min_side: int = 32  # the crop rule the models are trained and evaluated with
     readable_side: int = 64  # a crop longer than this shows cells under 4 model pixels: too small to read
@@ -94,6 +98,7 @@ class ZoomWorldConfig(Bounded):
         "tile_cells": (1, None),
         "view_scale": (1, None),
         "cell": (1, None),
+        "background_ramp": (0, 100),
         "questions_per_image": (1, None),
         "crop_min_side": (1, None),
         "readable_side": (1, None),
@@ -148,6 +153,7 @@ class Scene:
     size: tuple[int, int]
     objects: list[WorldObject] = field(default_factory=list)
     cell: int = CELL  # the tiles' cell size (the world's `cell`)
+    ramp: int = 0  # the world's background_ramp
 
 
 def _rng(seed: int, *keys: object) -> random.Random:
@@ -160,7 +166,7 @@ def make_scene(
     """Place non-overlapping objects with distinct colours; each tile sits on the 8-px grid."""
     rng = _rng(seed, "scene", image_id)
     w, h = cfg.canvas
-    scene = Scene(image_id, (w, h), cell=cfg.cell)
+    scene = Scene(image_id, (w, h), cell=cfg.cell, ramp=cfg.background_ramp)
     colours = rng.sample(sorted(OBJECT_COLOURS), k=rng.randint(*(objects or cfg.objects)))
     tile_side = cfg.tile_cells * cfg.cell
     grid = cfg.view_scale
@@ -192,6 +198,15 @@ def render(scene: Scene):
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", scene.size, BACKGROUND)
+    if scene.ramp:
+        import numpy as np
+
+        w, h = scene.size
+        pixels = np.empty((h, w, 3), dtype=np.float64)
+        pixels[...] = BACKGROUND
+        pixels[..., 0] += scene.ramp * (np.arange(w) / (w - 1) - 0.5)[None, :]
+        pixels[..., 2] += scene.ramp * (np.arange(h) / (h - 1) - 0.5)[:, None]
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
     for o in scene.objects:
         fill = OBJECT_COLOURS[o.colour]
