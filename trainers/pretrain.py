@@ -42,7 +42,10 @@ GROUND_PROMPT = "Please provide the bounding box coordinate of the region this s
 
 
 def zoomworld_spec(arch: str) -> TinySpec:
-    """~1M parameters; both views shrink the canvas exactly 8x with a BOX filter (see the generator)."""
+    """~1M parameters; both views shrink the canvas exactly 16x with a BOX filter (see the generator), into
+    4-px patches (Qwen2-VL: 2-px patches merged 2x2, so its language model also sees 4-px tokens): the
+    geometry screened in docs/zoomworld.md. Qwen2-VL's language model gets rope_theta 10: at 10,000 its
+    M-RoPE width section turns 0.02 rad across the whole image."""
     corpus = tuple(QUESTION.format(colour=c, shape=s) for c in OBJECT_COLOURS for s in SHAPES)
     return TinySpec(
         text_hidden=128,
@@ -50,11 +53,12 @@ def zoomworld_spec(arch: str) -> TinySpec:
         heads=4,
         vision_hidden=96,
         vision_layers=3,
-        image_size=64,
-        patch_size=8,
-        qwen_patch=8,
-        min_pixels=64 * 48,  # global view exactly 64 x 48; crops upscaled to about as many pixels
-        max_pixels=64 * 48,
+        image_size=32,
+        patch_size=4,
+        qwen_patch=2,
+        min_pixels=32 * 24,  # global view exactly 32 x 24; crops upscaled to about as many pixels
+        max_pixels=32 * 24,
+        rope_theta=10.0 if arch == "qwen2_vl" else 10000.0,
         resample=4,
         bpe_vocab=800,
         extra_tokens=coordinate_tokens(arch) + ANSWERS,
@@ -80,7 +84,7 @@ class PretrainConfig(Bounded):
     positive_only_fraction: float = 0.25
     # grounding: this share of every batch; 1-object scenes only until the first fraction of the steps,
     # 1-2 objects until the second, then all (in our trials, without a curriculum no grounding was learned).
-    # The defaults are the perception stage; GROUNDING_STAGE is the second stage of the committed bases.
+    # The defaults are perception alone; GROUNDING_STAGE and PERCEPTION_STAGE are the committed bases' stages.
     ground_fraction: float = 0.0
     ground_curriculum: tuple[float, float] = (0.15, 0.3)
     ground_holdout: int = 200  # last rows of the ground split, never trained on: the grounding IoU
@@ -122,16 +126,25 @@ class PretrainConfig(Bounded):
         self.spec = read_scalars(dict(self.spec), TinySpec)
 
 
-# Stage 2 of the committed ZoomWorld bases, continuing from the perception stage (`init`). Measured: the box
-# prior is a plateau (one constant box) that 300-600 steps of a decaying lr did not leave; a long 1-object
-# phase at full lr did, so the curriculum gets 35% of the steps, and perception is replayed (25% of a batch).
+# The committed ZoomWorld bases are trained in two stages (docs/zoomworld.md). Stage 1, grounding FROM SCRATCH
+# with sin-cos positions: a perception-trained vision tower never needed spatial position embeddings, and
+# grounding continued from one did not leave the box prior (v1: held-out IoU 0.005). One-object scenes for
+# the first 40% of the steps (the screen: 0.46 IoU after 600 such steps), then 1-2, then all sizes.
 GROUNDING_STAGE: dict[str, Any] = {
     "steps": 1500,
-    "ground_fraction": 0.75,
-    "ground_curriculum": (0.35, 0.55),
-    "min_lr_ratio": 0.3,
+    "ground_fraction": 1.0,
+    "ground_curriculum": (0.4, 0.6),
     "positive_only_fraction": 0.0,
     "sincos_init": True,
+    "log_every": 50,
+}
+# Stage 2, perception continuing from stage 1 (`init`), grounding replayed in a quarter of every batch (all
+# scene sizes) so that learning to read does not wash out where things are.
+PERCEPTION_STAGE: dict[str, Any] = {
+    "steps": 900,
+    "ground_fraction": 0.25,
+    "ground_curriculum": (0.0, 0.0),
+    "positive_only_fraction": 0.25,
     "log_every": 50,
 }
 

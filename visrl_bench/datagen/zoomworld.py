@@ -2,10 +2,12 @@
 
 Each image is a large non-square canvas with a few coloured shapes. Every shape carries a "tile": a small
 checker of two complementary colours (red/cyan, green/magenta, blue/yellow, black/white) at its centre, in
-4-px cells aligned to an 8-px grid. Every pair averages to the same grey, and models see the whole canvas
-downscaled exactly 8x with a box filter (the tiny models' processors use BOX resampling), so in the global
+8-px cells aligned to a 16-px grid. Every pair averages to the same grey, and models see the whole canvas
+downscaled exactly 16x with a box filter (the tiny models' processors use BOX resampling), so in the global
 view every tile is the same flat grey: the tile is unreadable without a crop, by construction, not by luck.
-In a crop (an object-sized region upscaled to the model's input) each cell spans several pixels.
+In a crop (an object-sized region upscaled to the model's input) each cell spans about one 4-px patch, and
+in the global view an object (64-80 px) spans about one: the geometry in which a tiny model can both read
+and localise (docs/zoomworld.md has the constraints and the screening that chose it).
 
 A question names its target by colour and shape ("What is the tile pattern on the orange circle?"); the
 answer is the target's tile. The answer to a CROP is the target's tile only if the crop holds at least 70% of
@@ -37,7 +39,7 @@ from visrl_bench.core.boxes import Box, crop_region
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError
 from visrl_bench.core.seeding import seeded_random
 
-VERSION = "1.2"  # 1.1: the ground split; 1.2: the ground_test split
+VERSION = "2.0"  # 1.1: the ground split; 1.2: the ground_test split; 2.0: geometry D (16x view, 64-80 px objects)
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
     "red-cyan": ((255, 0, 0), (0, 255, 255)),
     "green-magenta": ((0, 255, 0), (255, 0, 255)),
@@ -58,8 +60,8 @@ OBJECT_COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
 BACKGROUND = (222, 214, 196)
-GRID = 8  # the global view's default downscale factor; tiles align to it so each view pixel averages whole periods
-CELL = 4  # the default checker cell size in canvas pixels (period 2 * CELL divides GRID)
+GRID = 16  # the global view's default downscale factor; tiles align to it so each view pixel averages whole periods
+CELL = 8  # the default checker cell size in canvas pixels (period 2 * CELL divides GRID)
 VISIBLE, HIDDEN = 0.7, 0.3  # tile fraction inside a crop for "readable" / "not there"
 QUESTION = "What is the tile pattern on the {colour} {shape}?"
 PAIR_QUESTION = "Do the {colour} {shape} and the {other_colour} {other_shape} carry the same tile pattern?"
@@ -68,9 +70,9 @@ PAIR_ANSWERS = ("yes", "no")
 
 @dataclass
 class ZoomWorldConfig(Bounded):
-    canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 8x smaller (64 x 48)
+    canvas: tuple[int, int] = (512, 384)  # width, height; the models see it 16x smaller (32 x 24)
     objects: tuple[int, int] = (3, 5)  # min, max objects per image
-    object_size: tuple[int, int] = (28, 40)  # min, max side in pixels: 3-5 pixels in the global view
+    object_size: tuple[int, int] = (64, 80)  # min, max side in pixels: 4-5 pixels in the global view
     tile_cells: int = 4  # the tile is tile_cells x tile_cells cells of `cell` pixels
     # the models' processors shrink the canvas exactly view_scale x with a box filter (their spec must say
     # so: image size / pixel budget); a tile's cells are `cell` px and the tile sits on the view_scale grid,
@@ -83,11 +85,13 @@ class ZoomWorldConfig(Bounded):
     background_ramp: int = 0
     questions_per_image: int = 3
     crop_min_side: int = 32  # the crop rule the models are trained and evaluated with
-    readable_side: int = 64  # a crop longer than this shows cells under 4 model pixels: too small to read
+    readable_side: int = 80  # a crop longer than this shows cells under 0.8 of a 4-px patch: too small to read
     pretrain_images: int = 3000  # fewer and the tiny models memorise the images instead of learning to read
     pretrain_examples_per_image: int = 12
     direct_fraction: float = 0.2  # of pretrain examples: one image + question -> the true tile
-    ground_images: int = 3000  # a third each with 1, 2 and 3-5 objects (the grounding curriculum)
+    # a third each with 1, 2 and 3-5 objects (the grounding curriculum); with 3,000, 1,500 steps memorised
+    # the 1,000 one-object images (docs/zoomworld.md)
+    ground_images: int = 9000
     ground_test_images: int = 300  # held-out grounding scenes, a third each with 1, 2 and 3-5 objects
     sft_questions: int = 200
     rl_questions: int = 1200
@@ -163,7 +167,7 @@ def _rng(seed: int, *keys: object) -> random.Random:
 def make_scene(
     cfg: ZoomWorldConfig, seed: int, image_id: str, objects: tuple[int, int] | None = None
 ) -> Scene:
-    """Place non-overlapping objects with distinct colours; each tile sits on the 8-px grid."""
+    """Place non-overlapping objects with distinct colours; each tile sits on the view_scale grid."""
     rng = _rng(seed, "scene", image_id)
     w, h = cfg.canvas
     scene = Scene(image_id, (w, h), cell=cfg.cell, ramp=cfg.background_ramp)
@@ -238,7 +242,9 @@ def _overlap_fraction(tile: Box, region: Box) -> float:
     return max(0.0, iw) * max(0.0, ih) / tile.area
 
 
-def crop_answer(target: WorldObject, region: Box, readable_side: int = 64) -> str | None:
+def crop_answer(
+    target: WorldObject, region: Box, readable_side: int = ZoomWorldConfig.readable_side
+) -> str | None:
     """What a crop shows about the target: its pattern when at least 70% of its tile is inside and the crop
     is small enough for the cells to be resolved; "none" when at most 30% is inside or the crop is far too
     large; None in between (ambiguous: never used as a training label)."""

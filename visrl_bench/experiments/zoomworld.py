@@ -126,6 +126,7 @@ def run_baselines(
     from visrl_bench.models import GenerationSettings
     from visrl_bench.trainers.pretrain import (
         GROUNDING_STAGE,
+        PERCEPTION_STAGE,
         PretrainConfig,
         grounding_iou,
         grounding_probe,
@@ -145,21 +146,22 @@ def run_baselines(
             shutil.rmtree(data)
         generate(data, seed, config)
     timings["data generation"] = f"{time.perf_counter() - started:.0f} s"
-    if from_scratch:  # two stages: perception from random init, then grounding continuing from it
+    if from_scratch:  # two stages: grounding from random init, then perception continuing from it
         for arch in ARCHS:
             t = time.perf_counter()
-            perception = work / "perception" / arch
+            grounded = work / "grounding" / arch
             # resumable: run the command again and each stage continues from its newest checkpoint
             common = dict(arch=arch, data=str(data), batch_size=batch_size, seed=seed, resume=True)
-            train(PretrainConfig(**common, out=str(perception), steps=steps), progress=progress)
-            timings[f"pretrain {arch} (perception)"] = f"{time.perf_counter() - t:.0f} s"
-            t = time.perf_counter()
             stage = {**GROUNDING_STAGE, **({"steps": grounding_steps} if grounding_steps else {})}
+            train(PretrainConfig(**common, out=str(grounded), **stage), progress=progress)
+            timings[f"pretrain {arch} (grounding)"] = f"{time.perf_counter() - t:.0f} s"
+            t = time.perf_counter()
+            stage = {**PERCEPTION_STAGE, "steps": steps}
             train(
-                PretrainConfig(**common, out=str(models / arch), init=str(perception), **stage),
+                PretrainConfig(**common, out=str(models / arch), init=str(grounded), **stage),
                 progress=progress,
             )
-            timings[f"pretrain {arch} (grounding)"] = f"{time.perf_counter() - t:.0f} s"
+            timings[f"pretrain {arch} (perception)"] = f"{time.perf_counter() - t:.0f} s"
     table: dict[str, dict[str, dict]] = {}
     parameters = {}
     t = time.perf_counter()
