@@ -33,7 +33,7 @@ def extract_answer(text: str, pair: bool = False) -> str | None:
 
 class ZoomWorld(BaseTask):
     name = "zoomworld"
-    version = "1.0"
+    version = "2.0"  # 2.0: the world's geometry D (zoomworld.json version 2.0; docs/zoomworld.md)
     description = (
         "ZoomWorld (synthetic): read an object's tile, unreadable without a crop; accuracy, focus IoU"
     )

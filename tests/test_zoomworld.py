@@ -589,3 +589,24 @@ def test_screen_cell_trains_probes_records_and_resumes(tmp_path):
     import torch
 
     assert all(torch.equal(v, _weights(tmp_path / "w" / "runs" / "cell")[k]) for k, v in weights.items())
+
+
+def test_the_world_stays_honest(tmp_path):
+    """No test image is trained on (no pixel-identical image in any training split), and no training row
+    maps the benchmark's question to a box: pretraining answers questions from given crops, grounding names
+    objects by phrase; turning a question into a box is left to the SFT warm-up and RL."""
+    from visrl_bench.datagen.zoomworld import QUESTION
+
+    root = make_zoomworld(tmp_path / "zw")
+
+    def digests(split: str) -> set[str]:
+        return {hashlib.sha256((root / r["image"]).read_bytes()).hexdigest() for r in _rows(root, split)}
+
+    test = digests("test")
+    for split in ("pretrain", "ground", "sft", "rl"):
+        assert not test & digests(split), split
+    prefix = QUESTION.split("{")[0]
+    for r in _rows(root, "pretrain"):
+        assert r["kind"] in ("direct", "crop") and r["answer"] in (*PATTERNS, NONE)
+    for r in _rows(root, "ground"):
+        assert prefix not in r["phrase"] and "question" not in r
