@@ -123,9 +123,11 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
         for k, s in enumerate(cell.get("generate_stats", []), 1):
             g = s.get("gold_iou") or {}
             if g.get("chosen") is not None:
+                mixed = s.get("mixed"), s.get("questions_seen")
+                share = f", {100 * mixed[0] / mixed[1]:.0f}% of questions mixed" if all(mixed) else ""
                 diag.append(
                     f"{cell['base']} seed {cell['seed']} round {k}: chosen {g['chosen']:.3f} vs rejected "
-                    f"{g['rejected']:.3f} ({'signal' if s.get('focus_signal') else 'NO focus signal'})"
+                    f"{g['rejected']:.3f} ({'signal' if s.get('focus_signal') else 'NO focus signal'}{share})"
                 )
     if diag:
         lines += [
@@ -137,4 +139,31 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
             "closer to the target than rejected ones, the reward says nothing about where to look, and no "
             "variant of the method can learn focus from it.",
         ]
+    lines += gold_check_markdown(cfg, runs)
     return "\n".join(lines) + "\n"
+
+
+def gold_check_markdown(cfg: AblationConfig, runs) -> list[str]:
+    """Each cell's final model answering from the gold crop (seeds averaged): training on the box step
+    shares the language model with the answer step, and must not cost it the ability to read."""
+    acc: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
+        if cell.get("gold_crop_accuracy") is not None:
+            acc.setdefault((cell["row"], cell["base"]), []).append(cell["gold_crop_accuracy"])
+    if not acc:
+        return []
+    bases = list(cfg.bases)
+    lines = [
+        "",
+        "Gold-crop accuracy (%) of each cell's final model (`gt_box` on the same questions; mean over seeds):",
+        "",
+        "| configuration | " + " | ".join(bases) + " |",
+        "|---|" + "---|" * len(bases),
+    ]
+    for row in cfg.rows:
+        values = [acc.get((row, b)) for b in bases]
+        if any(values):
+            cells = [f"{sum(v) / len(v):.1f}" if v else "-" for v in values]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines

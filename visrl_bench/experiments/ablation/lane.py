@@ -112,6 +112,9 @@ class Lane:
         elif row.trainer is not None:
             model, stats = self.rounds(row, model, cell / "work")
         results = self._timed("eval", self.evaluate, model, cell, row.mode)
+        gold = None
+        if cfg.gold_check and row.mode != "gt_box":
+            gold = self._timed("gold_check", self.evaluate, model, cell / "gold_check", "gt_box")
         info = {
             "row": row.name,
             "description": row.description,
@@ -145,6 +148,8 @@ class Lane:
             "seconds": round(time.perf_counter() - started, 1),
             "metrics": results["results"].get(cfg.task, {}),
         }
+        if gold is not None:
+            info["gold_crop_accuracy"] = gold["results"].get(cfg.task, {}).get("accuracy")
         if grpo_summary is not None:  # the compute GRPO spent, beside the DPO rows' pair counts
             info["grpo_overrides"] = row.grpo
             info["grpo"] = {

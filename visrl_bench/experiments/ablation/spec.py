@@ -143,6 +143,9 @@ class AblationConfig(Bounded):
     grpo: dict[str, Any] = field(default_factory=dict)
     eval_limit: int | None = None
     eval_batch_size: int = 64
+    # each cell's final model also answers the eval questions from the gold box's crop (gt_box): a trained
+    # model that learned where to look but forgot how to read shows here, not as a mystery in the table
+    gold_check: bool = True
     max_new_tokens: int = 32
     leaderboard: str | None = None  # OUT (no suffix): OUT.csv/.md/.png once the grid is complete
     title: str = "Ablation"
