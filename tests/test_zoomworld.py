@@ -610,3 +610,24 @@ def test_the_world_stays_honest(tmp_path):
         assert r["kind"] in ("direct", "crop") and r["answer"] in (*PATTERNS, NONE)
     for r in _rows(root, "ground"):
         assert prefix not in r["phrase"] and "question" not in r
+
+
+def test_a_checkpoint_written_over_another_loads_the_new_weights(tmp_path):
+    """Overwriting a folder whose old weights were one file with new sharded weights (or the reverse) must
+    not leave the old file: from_pretrained would load it first, silently the old model."""
+    import torch
+
+    from visrl_bench.models import load_model
+    from visrl_bench.models.tiny import build_model, save_checkpoint
+
+    from visrl_bench.trainers.pretrain import zoomworld_spec
+
+    out = tmp_path / "ckpt"
+    old, processor = build_model("llava", zoomworld_spec("llava"), seed=0)
+    old.save_pretrained(out)  # one model.safetensors
+    new, _ = build_model("llava", zoomworld_spec("llava"), seed=1)
+    save_checkpoint(new, processor, out, {"arch": "llava"})  # 4 MB shards: two files and an index
+    assert (out / "model.safetensors.index.json").is_file() and not (out / "model.safetensors").exists()
+    loaded = load_model(out, device="cpu").model.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in new.state_dict().items() if k in loaded)
+    assert not all(torch.equal(v, loaded[k]) for k, v in old.state_dict().items() if k in loaded)

@@ -267,7 +267,10 @@ def save_model(model, base: str | Path, out: str | Path, info: dict[str, Any]) -
 
 
 def _write_model(model, base: str | Path, out: Path, info: dict[str, Any]) -> None:
+    from visrl_bench.models.tiny import clear_weights
+
     out.mkdir(parents=True, exist_ok=True)
+    clear_weights(out)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)

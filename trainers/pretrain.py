@@ -436,11 +436,13 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     save_checkpoint(model, processor, out, info)
-    if saves.is_dir():  # the final weights are written: the run's own resume points are spent
+    provenance = out / "provenance.json"
+    provenance.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")  # the run is finished
+    if saves.is_dir():  # the final weights and provenance are written: the resume points are spent
         shutil.rmtree(saves)
     if holdout:
         info["ground_holdout"] = grounding_iou(out, root, holdout)
-    (out / "provenance.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        provenance.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return out
 
 

@@ -132,9 +132,19 @@ def build_model(arch: str, spec: TinySpec | None = None, seed: int = 0):
     return model, processor
 
 
+def clear_weights(folder: Path) -> None:
+    """Remove a checkpoint's weight files before new ones are written: a folder overwritten with another
+    sharding would keep the old `model.safetensors` beside the new shards' index, and `from_pretrained`
+    loads the single file first, silently the OLD weights."""
+    for pattern in ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin"):
+        for stale in folder.glob(pattern):
+            stale.unlink()
+
+
 def save_checkpoint(model, processor, out_dir: str | Path, info: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clear_weights(out)
     # shards under 4 MB: the committed ZoomWorld bases stay below the repository's 5 MB file limit
     model.save_pretrained(out, safe_serialization=True, max_shard_size="4MB")
     processor.save_pretrained(out)
