@@ -368,7 +368,7 @@ def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_pat
     from visrl_bench.models import GenerationSettings, load_model
 
     checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "zoomworld" / arch
-    root = make_zoomworld(tmp_path / "zw", seed=123)
+    root = make_zoomworld(tmp_path / "zw", seed=123, rl_questions=36)
     adapter = load_model(checkpoint)
     accuracy = {}
     for mode in ("gt_box", "center_box"):
@@ -376,12 +376,13 @@ def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_pat
             model=str(checkpoint),
             tasks=[TaskSpec("zoomworld", str(root), "rl")],
             mode=mode,
-            batch_size=9,
+            batch_size=36,
             generation=GenerationSettings(max_new_tokens=4),
         )
         results = evaluate(cfg, tmp_path / mode, adapter=adapter, progress=False)
         accuracy[mode] = results["results"]["zoomworld"]["accuracy"]
-    assert accuracy["gt_box"] >= 75 and accuracy["center_box"] <= 25
+    # 36 fresh questions; the committed table's gt_box is about 80-100% (leaderboards/zoomworld_baselines.md)
+    assert accuracy["gt_box"] >= 70 and accuracy["center_box"] <= 25, accuracy
 
 
 def test_pair_questions_need_both_regions(tmp_path):
