@@ -67,7 +67,7 @@ def test_ground_split_is_a_curriculum_of_referring_expressions(tmp_path):
         # the box is the named object's: its colour near its left edge on the middle row, left of the tile
         # (a triangle's middle row is narrower than that)
         image = Image.open(root / r["image"]).convert("RGB")
-        x1, y1, x2, y2 = r["bbox"]
+        x1, y1, _, y2 = r["bbox"]
         if shape != "triangle":
             assert image.getpixel((int(x1 + 6), int((y1 + y2) / 2))) == OBJECT_COLOURS[colour]
         # grounding never uses the benchmark's question phrasing: that transfer is the SFT warm-up's job
@@ -440,14 +440,22 @@ def test_pretraining_stopped_and_resumed_ends_with_the_same_weights(tmp_path, mo
     weights, the log's rows, the step count; provenance counts both sittings."""
     import torch
     from transformers import Trainer
-
     from visrl_bench.trainers.pretrain import PretrainConfig, train
 
     root = make_zoomworld(tmp_path / "zw")
     small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
     common = dict(
-        arch="llava", data=str(root), steps=6, batch_size=4, warmup_steps=2, log_every=1, save_every=2,
-        ground_fraction=0.5, ground_holdout=0, coord_sigma=2.0, spec=small,
+        arch="llava",
+        data=str(root),
+        steps=6,
+        batch_size=4,
+        warmup_steps=2,
+        log_every=1,
+        save_every=2,
+        ground_fraction=0.5,
+        ground_holdout=0,
+        coord_sigma=2.0,
+        spec=small,
     )
     whole = train(PretrainConfig(**common, out=str(tmp_path / "whole")), progress=False)
     assert not (whole / "checkpoints").exists()  # spent once the final weights are written
@@ -569,16 +577,21 @@ def test_screen_cell_trains_probes_records_and_resumes(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     row = json.loads(results.read_text().splitlines()[0])
-    assert row["steps"] == 3 and row["seconds"] > 0 and row["world"] == {
-        "object_size": [40, 56],
-        "pretrain_images": 4,
-        "ground_images": 6,
-        "ground_test_images": 6,
-        "sft_questions": 2,
-        "rl_questions": 2,
-        "test_questions": 3,
-        "pair_questions": 0,
-    }
+    assert (
+        row["steps"] == 3
+        and row["seconds"] > 0
+        and row["world"]
+        == {
+            "object_size": [40, 56],
+            "pretrain_images": 4,
+            "ground_images": 6,
+            "ground_test_images": 6,
+            "sft_questions": 2,
+            "rl_questions": 2,
+            "test_questions": 3,
+            "pair_questions": 0,
+        }
+    )
     assert row["settings"]["spec"]["qwen_patch"] == 4 and row["settings"]["coord_sigma"] == 2.0
     assert set(row["probe"]) == {"1", "2", "3-5"} and "selection" in row["probe"]["2"]
     assert "zoomworld screen --name cell" in row["command"]
@@ -617,11 +630,10 @@ def test_a_checkpoint_written_over_another_loads_the_new_weights(tmp_path):
     """Overwriting a folder whose old weights were one file with new sharded weights (or the reverse) must
     not leave the old file: from_pretrained would load it first, silently the old model."""
     import torch
+    from visrl_bench.trainers.pretrain import zoomworld_spec
 
     from visrl_bench.models import load_model
     from visrl_bench.models.tiny import build_model, save_checkpoint
-
-    from visrl_bench.trainers.pretrain import zoomworld_spec
 
     out = tmp_path / "ckpt"
     old, processor = build_model("llava", zoomworld_spec("llava"), seed=0)

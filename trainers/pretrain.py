@@ -122,7 +122,7 @@ class PretrainConfig(Bounded):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # `spec.patch_size=4` arrives as text; read it as the TinySpec field it sets (checked in full by train)
+        # `spec.patch_size=4` arrives as text: read it as the TinySpec field it sets (train checks the rest)
         self.spec = read_scalars(dict(self.spec), TinySpec)
 
 
@@ -500,7 +500,10 @@ def _ground_boxes(checkpoint: Path, root: Path, rows: list[dict], batch_size: in
 
 
 def _iou_summary(rows: list[dict], boxes: list) -> dict[str, Any]:
-    ious = [iou(b, gold_box(r["bbox"], "xyxy")) if b is not None else 0.0 for r, b in zip(rows, boxes)]
+    ious = [
+        iou(b, gold_box(r["bbox"], "xyxy")) if b is not None else 0.0
+        for r, b in zip(rows, boxes, strict=True)
+    ]
     return {
         "n": len(rows),
         "mean_iou": round(sum(ious) / max(1, len(ious)), 4),
@@ -529,7 +532,7 @@ def grounding_probe(checkpoint: Path, root: Path, batch_size: int = 32) -> dict[
         bs.append(b)
     report = {size: _iou_summary(*pair) for size, pair in by_size.items()}
     report["1"]["distinct_boxes"] = len({tuple(b.as_list()) for b in by_size["1"][1] if b is not None})
-    named = {(r["image"], r["phrase"]): (r, b) for r, b in zip(*by_size["2"])}
+    named = {(r["image"], r["phrase"]): (r, b) for r, b in zip(*by_size["2"], strict=True)}
     picks = []
     for (image, phrase), (r, b) in named.items():
         other = [o for (im, ph), (o, _) in named.items() if im == image and ph != phrase]

@@ -41,7 +41,8 @@ def zoomworld_pretrain(
         Path | None, typer.Option(help="Continue from this checkpoint instead of a random init.")
     ] = None,
     grounding: Annotated[
-        bool, typer.Option(help="The grounding stage's settings (the committed bases' stage 1, from scratch).")
+        bool,
+        typer.Option(help="The grounding stage's settings (the committed bases' stage 1, from scratch)."),
     ] = False,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[

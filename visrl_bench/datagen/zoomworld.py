@@ -22,9 +22,9 @@ boxes on disk for diagnostics only), test, and pairs: "Do the orange circle and 
 same tile pattern?" (yes / no, half each), which needs BOTH tiles read, so one crop cannot answer it: direct
 and single-box answers sit at 50% by construction (the second tile is the same as the first with probability
 1/2 whatever the first is); it is for multi-turn zoom; ground_test (held-out grounding scenes of 1, 2
-and 3-5 objects, never trained on: localisation, and selection of the named object among two). Each split draws from its own seeded streams, keyed
-by image id, so adding one leaves the others' bytes as they were. Everything is determined by the seed and
-the config: same seed, same bytes.
+and 3-5 objects, never trained on: localisation, and selection of the named object among two). Each split
+draws from its own seeded streams, keyed by image id, so adding one leaves the others' bytes as they were.
+Everything is determined by the seed and the config: same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from visrl_bench.core.boxes import Box, crop_region
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError
 from visrl_bench.core.seeding import seeded_random
 
-VERSION = "2.0"  # 1.1: the ground split; 1.2: the ground_test split; 2.0: geometry D (16x view, 64-80 px objects)
+# 1.1: the ground split; 1.2: the ground_test split; 2.0: geometry D (16x view, 64-80 px objects)
+VERSION = "2.0"
 PATTERNS = {  # answer word -> the checker's two colours; every pair averages to (127.5, 127.5, 127.5)
     "red-cyan": ((255, 0, 0), (0, 255, 255)),
     "green-magenta": ((0, 255, 0), (255, 0, 255)),
@@ -60,7 +61,9 @@ OBJECT_COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
 BACKGROUND = (222, 214, 196)
-GRID = 16  # the global view's default downscale factor; tiles align to it so each view pixel averages whole periods
+GRID = (
+    16  # the global view's default downscale factor; tiles align to it: a view pixel averages whole periods
+)
 CELL = 8  # the default checker cell size in canvas pixels (period 2 * CELL divides GRID)
 VISIBLE, HIDDEN = 0.7, 0.3  # tile fraction inside a crop for "readable" / "not there"
 QUESTION = "What is the tile pattern on the {colour} {shape}?"
@@ -85,7 +88,9 @@ class ZoomWorldConfig(Bounded):
     background_ramp: int = 0
     questions_per_image: int = 3
     crop_min_side: int = 32  # the crop rule the models are trained and evaluated with
-    readable_side: int = 80  # a crop longer than this shows cells under 0.8 of a 4-px patch: too small to read
+    readable_side: int = (
+        80  # a crop longer than this shows cells under 0.8 of a 4-px patch: too small to read
+    )
     pretrain_images: int = 3000  # fewer and the tiny models memorise the images instead of learning to read
     pretrain_examples_per_image: int = 12
     direct_fraction: float = 0.2  # of pretrain examples: one image + question -> the true tile
@@ -121,9 +126,9 @@ class ZoomWorldConfig(Bounded):
         super().__post_init__()
         if self.view_scale % (2 * self.cell) or any(side % self.view_scale for side in self.canvas):
             raise VisrlError(
-                f"options view_scale={self.view_scale}, cell={self.cell}, canvas={tuple(self.canvas)}: a checker "
-                "period (2 x cell) must divide view_scale, and view_scale each canvas side, or a tile is not "
-                "the same grey in the global view"
+                f"options view_scale={self.view_scale}, cell={self.cell}, canvas={tuple(self.canvas)}: a "
+                "checker period (2 x cell) must divide view_scale, and view_scale each canvas side, or a "
+                "tile is not the same grey in the global view"
             )
         for name in ("canvas", "objects", "object_size"):
             low, high = getattr(self, name)

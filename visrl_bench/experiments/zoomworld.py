@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from dataclasses import asdict
 
 from visrl_bench.core.errors import VisrlError
 from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig, generate

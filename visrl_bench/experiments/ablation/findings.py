@@ -156,7 +156,7 @@ def gold_check_markdown(cfg: AblationConfig, runs) -> list[str]:
     bases = list(cfg.bases)
     lines = [
         "",
-        "Gold-crop accuracy (%) of each cell's final model (`gt_box` on the same questions; mean over seeds):",
+        "Gold-crop accuracy (%) of each cell's final model (`gt_box`, the same questions; mean over seeds):",
         "",
         "| configuration | " + " | ".join(bases) + " |",
         "|---|" + "---|" * len(bases),
