@@ -651,3 +651,50 @@ def test_a_checkpoint_written_over_another_loads_the_new_weights(tmp_path):
     loaded = load_model(out, device="cpu").model.state_dict()
     assert all(torch.equal(v, loaded[k]) for k, v in new.state_dict().items() if k in loaded)
     assert not all(torch.equal(v, loaded[k]) for k, v in old.state_dict().items() if k in loaded)
+
+
+def test_base_recipe_runs_its_stages_in_order_and_skips_finished_ones(tmp_path, monkeypatch):
+    """`zoomworld baselines --from-scratch` trains each arch by its recipe: every stage continues from the one
+    before, the last writes the base; run again, finished stages are left as they are."""
+    from visrl_bench.experiments.zoomworld import train_base
+    from visrl_bench.trainers import pretrain
+
+    root = make_zoomworld(tmp_path / "zw")
+    small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
+    recipe = (
+        ("grounding", {"steps": 2, "ground_fraction": 1.0, "sincos_init": True, "spec": small}),
+        ("perception", {"steps": 2, "ground_fraction": 0.25, "spec": small}),
+    )
+    monkeypatch.setitem(pretrain.BASE_RECIPES, "llava", recipe)
+    timings = train_base("llava", root, tmp_path / "models", tmp_path / "work", batch_size=4, progress=False)
+    assert list(timings) == ["pretrain llava (grounding)", "pretrain llava (perception)"]
+    first = json.loads((tmp_path / "work" / "grounding" / "llava" / "provenance.json").read_text())
+    last = json.loads((tmp_path / "models" / "llava" / "provenance.json").read_text())
+    assert first["config"]["init"] == "" and first["config"]["sincos_init"] is True
+    assert last["config"]["init"] == str(tmp_path / "work" / "grounding" / "llava")
+    assert last["config"]["ground_fraction"] == 0.25
+
+    weights = (tmp_path / "models" / "llava" / "model.safetensors").stat().st_mtime_ns
+    train_base("llava", root, tmp_path / "models", tmp_path / "work", batch_size=4, progress=False)
+    assert (tmp_path / "models" / "llava" / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_qwen_mrope_sections_can_interleave_the_axes():
+    """transformers gives M-RoPE section i to axis i % 3, so one-pair sections interleave time, height and
+    width (Qwen3-VL's layout): width then also gets high frequencies, which the chunked default gives none."""
+    import torch
+
+    from visrl_bench.models.tiny import TinySpec, build_model
+
+    def width_turns(section):
+        spec = TinySpec(text_hidden=32, heads=1, rope_theta=1000.0, mrope_section=section)
+        model, _ = build_model("qwen2_vl", spec)
+        positions = torch.zeros(3, 1, 2, dtype=torch.long)
+        positions[2, 0, 1] = 1  # one column to the right, same time and row
+        cos, _ = model.model.language_model.rotary_emb(torch.zeros(1), positions)
+        return torch.acos(cos[0, 1, :16].clamp(-1, 1)).max().item()  # the largest turn per column
+
+    assert width_turns(()) < 0.1  # the chunked default: width's frequencies are the lowest
+    assert width_turns((1,) * 16) > 0.4
+    with pytest.raises(ValueError, match="spec.mrope_section"):
+        build_model("qwen2_vl", TinySpec(text_hidden=32, heads=1, mrope_section=(8, 8)))

@@ -141,11 +141,18 @@ GROUNDING_STAGE: dict[str, Any] = {
 # Stage 2, perception continuing from stage 1 (`init`), grounding replayed in a quarter of every batch (all
 # scene sizes) so that learning to read does not wash out where things are.
 PERCEPTION_STAGE: dict[str, Any] = {
-    "steps": 900,
+    "steps": 1500,
     "ground_fraction": 0.25,
     "ground_curriculum": (0.0, 0.0),
     "positive_only_fraction": 0.25,
     "log_every": 50,
+}
+
+# What `zoomworld baselines --from-scratch` trains, per architecture: (stage name, settings) in order, each stage
+# continuing from the one before; the last writes the committed base.
+BASE_RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
+    "llava": (("grounding", GROUNDING_STAGE), ("perception", PERCEPTION_STAGE)),
+    "qwen2_vl": (("grounding", GROUNDING_STAGE), ("perception", PERCEPTION_STAGE)),
 }
 
 

@@ -96,7 +96,10 @@ def zoomworld_baselines(
         "runs/zoomworld"
     ),
     seed: Annotated[int, typer.Option(min=0)] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="Pretraining steps (with --from-scratch).")] = 900,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Steps of each base's last pretraining stage (with --from-scratch)."),
+    ] = None,
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Measure direct / gt_box / random_box / center_box on ZoomWorld's test split for both base LMMs."""

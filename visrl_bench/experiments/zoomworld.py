@@ -107,15 +107,48 @@ def baselines_markdown(table: dict[str, dict[str, dict]], meta: dict[str, Any]) 
     return "\n".join(lines)
 
 
+def train_base(
+    arch: str,
+    data: Path,
+    models: Path,
+    work: Path,
+    seed: int = 0,
+    batch_size: int = 32,
+    steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, str]:
+    """Train `arch`'s base from scratch by its recipe (`BASE_RECIPES`): each stage continues from the one
+    before, under work/<stage>/<arch>; the last writes models/<arch>. Resumable: run it again and each stage
+    continues from its newest checkpoint (a finished stage is skipped). `steps` replaces the last stage's.
+    Returns the wall time of each stage."""
+    from visrl_bench.trainers.pretrain import BASE_RECIPES, PretrainConfig, train
+
+    timings: dict[str, str] = {}
+    init = ""
+    stages = BASE_RECIPES[arch]
+    for i, (name, settings) in enumerate(stages):
+        last = i == len(stages) - 1
+        out = models / arch if last else work / name / arch
+        stage = {**settings, **({"steps": steps} if last and steps else {})}
+        cfg = PretrainConfig(
+            arch=arch, data=str(data), out=str(out), init=init, batch_size=batch_size, seed=seed, resume=True,
+            **stage,
+        )
+        t = time.perf_counter()
+        train(cfg, progress=progress)
+        timings[f"pretrain {arch} ({name})"] = f"{time.perf_counter() - t:.0f} s"
+        init = str(out)
+    return timings
+
+
 def run_baselines(
     out: Path,
     models: Path,
     work: Path,
     from_scratch: bool,
     seed: int = 0,
-    steps: int = 900,
+    steps: int | None = None,
     batch_size: int = 32,
-    grounding_steps: int | None = None,
     config: ZoomWorldConfig | None = None,
     progress: bool = True,
     command: str = "visrl-bench zoomworld baselines",
@@ -123,15 +156,7 @@ def run_baselines(
     from visrl_bench.core.io import iter_jsonl
     from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
     from visrl_bench.models import GenerationSettings
-    from visrl_bench.trainers.pretrain import (
-        GROUNDING_STAGE,
-        PERCEPTION_STAGE,
-        PretrainConfig,
-        grounding_iou,
-        grounding_probe,
-        held_out_ground,
-        train,
-    )
+    from visrl_bench.trainers.pretrain import grounding_iou, grounding_probe, held_out_ground
 
     timings: dict[str, str] = {}
     started = time.perf_counter()
@@ -145,22 +170,9 @@ def run_baselines(
             shutil.rmtree(data)
         generate(data, seed, config)
     timings["data generation"] = f"{time.perf_counter() - started:.0f} s"
-    if from_scratch:  # two stages: grounding from random init, then perception continuing from it
+    if from_scratch:
         for arch in ARCHS:
-            t = time.perf_counter()
-            grounded = work / "grounding" / arch
-            # resumable: run the command again and each stage continues from its newest checkpoint
-            common = dict(arch=arch, data=str(data), batch_size=batch_size, seed=seed, resume=True)
-            stage = {**GROUNDING_STAGE, **({"steps": grounding_steps} if grounding_steps else {})}
-            train(PretrainConfig(**common, out=str(grounded), **stage), progress=progress)
-            timings[f"pretrain {arch} (grounding)"] = f"{time.perf_counter() - t:.0f} s"
-            t = time.perf_counter()
-            stage = {**PERCEPTION_STAGE, "steps": steps}
-            train(
-                PretrainConfig(**common, out=str(models / arch), init=str(grounded), **stage),
-                progress=progress,
-            )
-            timings[f"pretrain {arch} (perception)"] = f"{time.perf_counter() - t:.0f} s"
+            timings.update(train_base(arch, data, models, work, seed, batch_size, steps, progress))
     table: dict[str, dict[str, dict]] = {}
     parameters = {}
     t = time.perf_counter()

@@ -174,11 +174,17 @@ class Qwen2VLAdapter(HFAdapter):
             )
         }
         half = spec.text_hidden // spec.heads // 2  # mrope_section must sum to head_dim / 2
-        rope = {
-            "rope_type": "default",
-            "rope_theta": spec.rope_theta,
-            "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2],
-        }
+        section = list(spec.mrope_section) or [
+            half // 4,
+            (half - half // 4) // 2,
+            half - half // 4 - (half - half // 4) // 2,
+        ]
+        if len(section) < 3 or sum(section) != half or min(section) < 1:
+            raise ValueError(
+                f"option spec.mrope_section={section}: at least three positive sizes (time, height, width, "
+                f"time, ...) summing to half the head width ({half})"
+            )
+        rope = {"rope_type": "default", "rope_theta": spec.rope_theta, "mrope_section": section}
         text = dict(
             **{**text_dims(tokenizer, spec), "rope_parameters": rope},
             eos_token_id=tokenizer.eos_token_id,
