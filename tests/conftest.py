@@ -10,7 +10,7 @@ import visrl_bench  # noqa: F401
 # tests import their fixture writers as a plain module
 sys.path.insert(0, str(Path(__file__).parent))
 
-TINY_ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
+TINY_ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 @pytest.fixture(scope="session")

@@ -229,7 +229,8 @@ def test_bad_checkpoints(tmp_path):
     (tmp_path / "weird").mkdir()
     (tmp_path / "weird" / "config.json").write_text('{"model_type": "blip"}')
     with pytest.raises(
-        DataError, match="unsupported architecture model_type='blip'; supported: llava, qwen2_5_vl, qwen2_vl"
+        DataError,
+        match="unsupported architecture model_type='blip'; supported: llava, qwen2_5_vl, qwen2_vl, qwen3_vl",
     ):
         load_model(tmp_path / "weird")
     result = runner.invoke(

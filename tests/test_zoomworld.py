@@ -656,8 +656,9 @@ def test_a_checkpoint_written_over_another_loads_the_new_weights(tmp_path):
 def test_base_recipe_runs_its_stages_in_order_and_skips_finished_ones(tmp_path, monkeypatch):
     """`zoomworld baselines --from-scratch` trains each arch by its recipe: every stage continues from the one
     before, the last writes the base; run again, finished stages are left as they are."""
-    from visrl_bench.experiments.zoomworld import train_base
     from visrl_bench.trainers import pretrain
+
+    from visrl_bench.experiments.zoomworld import train_base
 
     root = make_zoomworld(tmp_path / "zw")
     small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
@@ -696,5 +697,26 @@ def test_qwen_mrope_sections_can_interleave_the_axes():
 
     assert width_turns(()) < 0.1  # the chunked default: width's frequencies are the lowest
     assert width_turns((1,) * 16) > 0.4
-    with pytest.raises(ValueError, match="spec.mrope_section"):
+    with pytest.raises(ValueError, match=r"spec\.mrope_section"):
         build_model("qwen2_vl", TinySpec(text_hidden=32, heads=1, mrope_section=(8, 8)))
+
+
+def test_perception_draws_balance_none_only_when_asked():
+    """Without none_share a draw is the old one-randrange draw (the committed bases' data order); with it,
+    "none" is that share of the crop examples and the direct examples keep theirs."""
+    import random
+
+    from visrl_bench.trainers.pretrain import PerceptionDraws
+
+    rows = [{"kind": "crop", "answer": "none"}] * 60 + [{"kind": "crop", "answer": "red-cyan"}] * 20
+    rows += [{"kind": "direct", "answer": "red-cyan"}] * 20
+    rows = [{**r, "i": i} for i, r in enumerate(rows)]
+    plain, old = PerceptionDraws(rows, None, random.Random(3)), random.Random(3)
+    assert [plain(False)["i"] for _ in range(50)] == [rows[old.randrange(len(rows))]["i"] for _ in range(50)]
+    assert all(plain(True)["answer"] != "none" for _ in range(50))
+
+    draws = PerceptionDraws(rows, 0.4, random.Random(0))
+    drawn = [draws(False) for _ in range(20000)]
+    crops = [r for r in drawn if r["kind"] == "crop"]
+    assert abs(len(crops) / len(drawn) - 0.8) < 0.02
+    assert abs(sum(r["answer"] == "none" for r in crops) / len(crops) - 0.4) < 0.02

@@ -107,6 +107,11 @@ MODELS.register(
     f"{_M}.qwen2_5_vl:Qwen25VLAdapter",
     description="Qwen2.5-VL; boxes resized_pixel (pixels of its resized input)",
 )
+MODELS.register(
+    "qwen3_vl",
+    f"{_M}.qwen3_vl:Qwen3VLAdapter",
+    description="Qwen3-VL; boxes norm1000 (0-1000 grid); absolute vision positions",
+)
 
 _R = "visrl_bench.reasoning.modes"
 for _name in ("direct", "cot", "zoom", "gt_box", "random_box", "center_box", "box_no_crop"):

@@ -131,7 +131,13 @@ def train_base(
         out = models / arch if last else work / name / arch
         stage = {**settings, **({"steps": steps} if last and steps else {})}
         cfg = PretrainConfig(
-            arch=arch, data=str(data), out=str(out), init=init, batch_size=batch_size, seed=seed, resume=True,
+            arch=arch,
+            data=str(data),
+            out=str(out),
+            init=init,
+            batch_size=batch_size,
+            seed=seed,
+            resume=True,
             **stage,
         )
         t = time.perf_counter()
