@@ -241,7 +241,8 @@ def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
     def cos(a, b):
         return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
 
-    for arch, near, far in (("llava", ("0.40", "0.41"), "0.90"), ("qwen2_vl", ("400", "405"), "900")):
+    cases = (("llava", ("0.40", "0.41"), "0.90"), ("qwen2_vl", ("400", "405"), "900"))
+    for arch, near, far in (*cases, ("qwen3_vl", ("400", "405"), "900")):
         model, processor = build_model(arch, zoomworld_spec(arch))
         sincos_init(model, processor.tokenizer, arch)
         ids = processor.tokenizer.convert_tokens_to_ids([*near, far])
@@ -255,6 +256,12 @@ def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
     assert cos(pos[3, 3], pos[3, 4]) > cos(pos[3, 3], pos[3, 7]) and cos(pos[3, 3], pos[4, 3]) > cos(
         pos[3, 3], pos[7, 3]
     )
+    model3, processor3 = build_model("qwen3_vl", zoomworld_spec("qwen3_vl"))
+    sincos_init(model3, processor3.tokenizer, "qwen3_vl")  # Qwen3-VL's square grid of absolute positions
+    side = model3.model.visual.num_grid_per_side
+    grid = model3.model.visual.pos_embed.weight.view(side, side, -1)
+    assert cos(grid[3, 3], grid[3, 4]) > cos(grid[3, 3], grid[3, 9]) + 0.05
+    assert cos(grid[3, 3], grid[4, 3]) > cos(grid[3, 3], grid[9, 3]) + 0.05
     # outputs_only leaves what a perception-trained base already uses untouched
     before = model.get_input_embeddings().weight.clone()
     sincos_init(model, processor.tokenizer, "llava", outputs_only=True)
@@ -675,9 +682,25 @@ def test_base_recipe_runs_its_stages_in_order_and_skips_finished_ones(tmp_path, 
     assert last["config"]["init"] == str(tmp_path / "work" / "grounding" / "llava")
     assert last["config"]["ground_fraction"] == 0.25
 
-    weights = (tmp_path / "models" / "llava" / "model.safetensors").stat().st_mtime_ns
+    def stamps():
+        return [
+            (d / "model.safetensors").stat().st_mtime_ns
+            for d in (tmp_path / "work" / "grounding" / "llava", tmp_path / "models" / "llava")
+        ]
+
+    before = stamps()
     train_base("llava", root, tmp_path / "models", tmp_path / "work", batch_size=4, progress=False)
-    assert (tmp_path / "models" / "llava" / "model.safetensors").stat().st_mtime_ns == weights
+    assert stamps() == before  # both stages finished: nothing is retrained
+
+    # a changed first stage is retrained, and so is every stage after it (it continued from the old weights);
+    # `steps` replaces the last stage's only
+    recipe[0][1]["steps"] = 3
+    train_base("llava", root, tmp_path / "models", tmp_path / "work", batch_size=4, steps=4, progress=False)
+    after = stamps()
+    assert after[0] != before[0] and after[1] != before[1]
+    first = json.loads((tmp_path / "work" / "grounding" / "llava" / "provenance.json").read_text())
+    last = json.loads((tmp_path / "models" / "llava" / "provenance.json").read_text())
+    assert first["steps"] == 3 and last["steps"] == 4 and last["resumed_from"] is None
 
 
 def test_qwen_mrope_sections_can_interleave_the_axes():

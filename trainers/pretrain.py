@@ -45,7 +45,8 @@ def zoomworld_spec(arch: str) -> TinySpec:
     """~1M parameters; both views shrink the canvas exactly 16x with a BOX filter (see the generator), into
     4-px patches (Qwen2-VL: 2-px patches merged 2x2, so its language model also sees 4-px tokens): the
     geometry screened in docs/zoomworld.md. Qwen2-VL's language model gets rope_theta 10: at 10,000 its
-    M-RoPE width section turns 0.02 rad across the whole image."""
+    M-RoPE width section turns 0.02 rad across the whole image (Qwen3-VL interleaves the axes: at 10,000 its
+    width's fastest pair turns 0.32 rad per column)."""
     corpus = tuple(QUESTION.format(colour=c, shape=s) for c in OBJECT_COLOURS for s in SHAPES)
     return TinySpec(
         text_hidden=128,
@@ -87,7 +88,7 @@ class PretrainConfig(Bounded):
     none_share: float | None = None
     # grounding: this share of every batch; 1-object scenes only until the first fraction of the steps,
     # 1-2 objects until the second, then all (in our trials, without a curriculum no grounding was learned).
-    # The defaults are perception alone; GROUNDING_STAGE and PERCEPTION_STAGE are the committed bases' stages.
+    # The defaults are perception alone; BASE_RECIPES holds the committed bases' stages.
     ground_fraction: float = 0.0
     ground_curriculum: tuple[float, float] = (0.15, 0.3)
     ground_holdout: int = 200  # last rows of the ground split, never trained on: the grounding IoU
@@ -130,10 +131,11 @@ class PretrainConfig(Bounded):
         self.spec = read_scalars(dict(self.spec), TinySpec)
 
 
-# The committed ZoomWorld bases are trained in two stages (docs/zoomworld.md). Stage 1, grounding FROM SCRATCH
-# with sin-cos positions: a perception-trained vision tower never needed spatial position embeddings, and
-# grounding continued from one did not leave the box prior (v1: held-out IoU 0.005). One-object scenes for
-# the first 40% of the steps (the screen: 0.46 IoU after 600 such steps), then 1-2, then all sizes.
+# The committed ZoomWorld bases are trained in stages (BASE_RECIPES, docs/zoomworld.md). LLaVA's stage 1,
+# grounding FROM SCRATCH with sin-cos positions: a perception-trained vision tower never needed spatial
+# position embeddings, and grounding continued from one did not leave the box prior (v1: held-out IoU 0.005).
+# One-object scenes for the first 40% of the steps (the screen: 0.46 IoU after 600 such steps), then 1-2, then
+# all sizes.
 GROUNDING_STAGE: dict[str, Any] = {
     "steps": 1500,
     "ground_fraction": 1.0,
@@ -194,6 +196,13 @@ BASE_RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("calibration", CALIBRATION_STAGE),
     ),
     "qwen2_vl": (("perception", QWEN_PERCEPTION_STAGE), ("boxes", QWEN_BOX_STAGE)),
+    # Qwen3-VL's vision tower, like LLaVA's, adds learned positions to its patches (a grid stretched over
+    # each image: fractional positions), sin-cos initialised
+    "qwen3_vl": (
+        ("grounding", GROUNDING_STAGE),
+        ("perception", PERCEPTION_STAGE),
+        ("calibration", CALIBRATION_STAGE),
+    ),
 }
 
 
@@ -303,6 +312,11 @@ class PerceptionDraws:
         self.nones = [r for r in rows if r["answer"] == NONE]
         self.others = [r for r in self.positives if r["kind"] != "crop"]
         self.crop_share = (len(self.crops) + len(self.nones)) / max(1, len(rows))
+        if none_share is not None and not (self.crops and self.nones):
+            raise ValueError(
+                f"option none_share={none_share}: the pretrain split has {len(self.crops)} crop examples "
+                f"with a tile answer and {len(self.nones)} with none; it needs both"
+            )
 
     def _one(self, pool: list[dict]) -> dict:
         return pool[self.rng.randrange(len(pool))]
@@ -310,7 +324,7 @@ class PerceptionDraws:
     def __call__(self, positive_only: bool) -> dict:
         if positive_only:
             return self._one(self.positives)
-        if self.none_share is None or not (self.crops and self.nones):
+        if self.none_share is None:
             return self._one(self.rows)
         u = self.rng.random()
         if u >= self.crop_share and self.others:
@@ -335,11 +349,13 @@ def build_example(row: dict, image, convention, input_size, crop_min_side: int, 
 
 
 def finished(cfg: PretrainConfig) -> bool:
-    """OUT already holds the final weights of a run with exactly these settings (resume flag aside)."""
+    """OUT already holds the final weights of a run with exactly these settings (resume flag aside). A run
+    made before an option existed ran with its default (new options default to the old behaviour)."""
     done = Path(cfg.out) / "provenance.json"
     if not done.is_file():
         return False
-    ran = json.loads(done.read_text()).get("config", {})
+    defaults = json.loads(json.dumps(asdict(PretrainConfig())))
+    ran = {**defaults, **json.loads(done.read_text()).get("config", {})}
     wanted = json.loads(json.dumps(asdict(cfg)))
     return {**ran, "resume": None} == {**wanted, "resume": None}
 

@@ -121,10 +121,11 @@ def train_base(
     before, under work/<stage>/<arch>; the last writes models/<arch>. Resumable: run it again and each stage
     continues from its newest checkpoint (a finished stage is skipped). `steps` replaces the last stage's.
     Returns the wall time of each stage."""
-    from visrl_bench.trainers.pretrain import BASE_RECIPES, PretrainConfig, train
+    from visrl_bench.trainers.pretrain import BASE_RECIPES, PretrainConfig, finished, train
 
     timings: dict[str, str] = {}
     init = ""
+    retrain = False  # a stage that trained now makes every later stage start over: it continued old weights
     stages = BASE_RECIPES[arch]
     for i, (name, settings) in enumerate(stages):
         last = i == len(stages) - 1
@@ -140,6 +141,10 @@ def train_base(
             resume=True,
             **stage,
         )
+        if retrain and out.exists():
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            (out / "provenance.json").unlink(missing_ok=True)
+        retrain = retrain or not finished(cfg)
         t = time.perf_counter()
         train(cfg, progress=progress)
         timings[f"pretrain {arch} ({name})"] = f"{time.perf_counter() - t:.0f} s"

@@ -66,10 +66,11 @@ class TinySpec:
     max_pixels: int = 112 * 112
     resample: int = 3  # PIL resampling of the processors (3 bicubic, 4 box)
     rope_theta: float = 10000.0  # the language model's; small values resolve nearby image positions
-    # Qwen's M-RoPE split of a head's frequency pairs, highest frequencies first, into consecutive sections
-    # that take time, height, width, time, ... in turn (transformers assigns section i to axis i % 3): the
-    # real checkpoints' [16, 24, 24] gives width only the lowest frequencies; [1] * (head_dim // 2)
-    # interleaves the axes, as Qwen3-VL does. Empty: a quarter to time, the rest halved ([16, 24, 24]'s shape)
+    # Qwen2-VL's M-RoPE split of a head's frequency pairs, highest frequencies first, into consecutive
+    # sections that take time, height, width, time, ... in turn (transformers gives section i to axis i % 3):
+    # the real checkpoints' [16, 24, 24] gives width only the lowest frequencies; [1] * (head_dim // 2)
+    # interleaves the axes. Empty: a quarter to time, the rest halved ([16, 24, 24]'s shape). Qwen3-VL reads
+    # three sizes, (time, height, width) pairs, always interleaved (its adapter checks them).
     mrope_section: tuple[int, ...] = ()
     bpe_vocab: int = 600
     extra_tokens: tuple[str, ...] = ()  # whole words/values that must be single tokens

@@ -18,14 +18,14 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     model_class = "Qwen3VLForConditionalGeneration"
 
     shrink_rule: ClassVar[dict[str, Any]] = {
-        "text_config": {**SHRUNK_TEXT, "head_dim": 128},
+        "text_config": {k: v for k, v in SHRUNK_TEXT.items() if k != "max_window_layers"} | {"head_dim": 128},
         "vision_config": {
             "depth": 2,
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
             "out_hidden_size": 128,
-            "deepstack_visual_indexes": [0],  # the real model's three taps, at depth 2
+            "deepstack_visual_indexes": [0],  # the real model taps three vision layers; one at depth 2
         },
     }
 
@@ -37,11 +37,16 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         half = head_dim // 2
         # the real checkpoints' [24, 20, 20] of 64 pairs, interleaved (t h w t h w ...): 5/16 each to h and w
         hw = half * 5 // 16
-        rope = {
-            **text["rope_parameters"],
-            "mrope_section": list(spec.mrope_section)[:3] or [half - 2 * hw, hw, hw],
-            "mrope_interleaved": True,
-        }
+        section = list(spec.mrope_section) or [half - 2 * hw, hw, hw]
+        # Qwen3-VL reads the three sizes as how many pairs each axis gets, interleaved from pair 0 on: height
+        # takes pairs 1, 4, 7, ... and width 2, 5, 8, ..., so each needs 3 x its size pairs to exist
+        if len(section) != 3 or sum(section) != half or 3 * max(section[1:]) > half or min(section) < 1:
+            raise ValueError(
+                f"option spec.mrope_section={section}: Qwen3-VL takes three positive sizes (time, height, "
+                f"width) summing to half the head width ({half}), height and width at most {half // 3}"
+            )
+        # transformers always interleaves Qwen3-VL's axes; the key is what the real configs write
+        rope = {**text["rope_parameters"], "mrope_section": section, "mrope_interleaved": True}
         patch, merge = spec.qwen_patch, 2
         # the learned position grid (square) covers the longest side of any image within the pixel budget up
         # to a 2:1 aspect, so that no image is resampled from a coarser grid than its own patches
