@@ -368,14 +368,7 @@ def test_baselines_table_and_checks():
     assert "| 1-object grounding IoU >= 0.6 | yes | **no** |" in md and "(n = 200, 200)" in md
 
 
-QWEN_DOES_NOT_READ = pytest.mark.xfail(
-    strict=True,  # when a retrained base reads, this fails: drop the marker with the retrain
-    reason="the committed ZoomWorld 2.0 Qwen2-VL base did not learn to read (gt_box 11.4% in "
-    "leaderboards/zoomworld_baselines.md; docs/zoomworld.md, issue 29)",
-)
-
-
-@pytest.mark.parametrize("arch", ["llava", pytest.param("qwen2_vl", marks=QWEN_DOES_NOT_READ)])
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
 def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_path):
     """The committed checkpoints (leaderboards/zoomworld_baselines.md) still behave on fresh questions."""
     from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate

@@ -144,10 +144,15 @@ def train_base(
         if retrain and out.exists():
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
             (out / "provenance.json").unlink(missing_ok=True)
-        retrain = retrain or not finished(cfg)
+        done = finished(cfg)
+        retrain = retrain or not done
         t = time.perf_counter()
         train(cfg, progress=progress)
-        timings[f"pretrain {arch} ({name})"] = f"{time.perf_counter() - t:.0f} s"
+        took = f"{time.perf_counter() - t:.0f} s"
+        if done:  # trained in an earlier sitting: its own time, from its provenance
+            seconds = json.loads((out / "provenance.json").read_text())["seconds"]
+            took = f"{seconds:.0f} s (an earlier sitting)"
+        timings[f"pretrain {arch} ({name})"] = took
         init = str(out)
     return timings
 
