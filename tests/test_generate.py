@@ -99,6 +99,43 @@ def test_filter_off_and_diversity_off_are_ablations(zoomworld, tmp_path):
     assert stats["config"]["diversity"] is False
 
 
+class BoxBreakingModel(ScriptedModel):
+    """Box step: a box that misses (its answer is "none") and text that is no box at all, alternately; the
+    answer step, given no crop, still names the right tile: a lucky guess from the global view."""
+
+    def generate(self, requests, settings, batch_size=1):
+        out = []
+        for r in requests:
+            k = settings.num_return_sequences
+            if len(r.messages) == 1:  # the box step
+                question = r.messages[0]["content"][1]["text"].split(" Please provide")[0]
+                _, far, _ = self.table[(hashlib.sha1(r.images[0].tobytes()).hexdigest(), question)]
+                out.append([(far, "[black-white")[i % 2] for i in range(k)])
+            else:
+                box_text = r.messages[1]["content"][0]["text"]
+                question = r.messages[0]["content"][1]["text"].split(" Please provide")[0]
+                answer = self.table[(hashlib.sha1(r.images[0].tobytes()).hexdigest(), question)][2]
+                out.append([answer if box_text == "[black-white" else "none"] * k)
+        return out
+
+
+def test_a_box_that_does_not_parse_earns_nothing(zoomworld, tmp_path):
+    """Breaking the box must not pay: scored by its answer, the unparsable trajectory would be chosen over a
+    box that misses (the reward hack step-DPO learned on a base that guesses rather than says "none")."""
+    from visrl_bench.core.registry import TASKS
+    from visrl_bench.datagen.pairs import generate
+
+    task = TASKS.build("zoomworld", zoomworld, "rl")
+    stats = generate(_cfg(zoomworld, tmp_path / "strict"), adapter=BoxBreakingModel(task))
+    assert stats["mixed"] == 0 and stats["pairs"] == {"box": 0, "answer": 0, "trajectory": 0}
+    hacked = generate(
+        _cfg(zoomworld, tmp_path / "lax", invalid_box_reward=None), adapter=BoxBreakingModel(task)
+    )
+    assert hacked["mixed"] == task.count() and hacked["pairs"]["box"] == task.count()
+    rows = [json.loads(x) for x in (tmp_path / "lax" / "pairs.jsonl").read_text().splitlines()]
+    assert all(r["chosen_box"] == "[black-white" for r in rows if r["step"] == "box")
+
+
 def test_resume_continues_and_matches_a_single_run(zoomworld, tmp_path):
     from visrl_bench.core.errors import VisrlError
     from visrl_bench.core.registry import TASKS

@@ -129,6 +129,8 @@ def _window(task, window, adapter, cfg: GenerateConfig, out: Path, position0: in
         for c in cands:
             c.answers = next(it)
             c.rewards = [task_reward(task, sample, a, row) for a in c.answers]
+            if c.box is None and cfg.invalid_box_reward is not None:
+                c.rewards = [cfg.invalid_box_reward] * len(c.answers)
         records[position] = _question_record(task, position, sample, image, cands, cfg, out)
     return [records[p] for p, _ in window]
 
