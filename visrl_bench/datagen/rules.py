@@ -40,9 +40,8 @@ class GenerateConfig(Bounded):
     min_reward_gap: float = 0.5  # a pair needs chosen reward - rejected reward >= this
     max_pairs_per_question: int = 2
     # the reward of a trajectory whose box does not parse: it failed its first step, so its answer (made
-    # without a crop) is not scored; None scores it as eval's accuracy does. Scored, a model that answers
-    # rather than says "none" earns chance for breaking the box, more than for a box that misses: measured,
-    # step-DPO then taught the LLaVA base to write answer words in the box (58.6% unparsable)
+    # without a crop) is not scored; None scores it as eval's accuracy does. Scored, a model that guesses
+    # rather than says "none" earns chance for breaking the box, more than for a box that misses
     invalid_box_reward: float | None = 0.0
     limit: int | None = None
     batch_size: int = 16
