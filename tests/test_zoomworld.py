@@ -539,7 +539,7 @@ def test_ground_test_is_held_out_and_names_both_objects_of_a_two_object_scene(tm
 def test_grounding_probe_measures_localisation_and_selection(tmp_path, monkeypatch):
     """Boxes on the named object score IoU 1 and select it; a box on the other object of a 2-object scene
     selects wrongly; one constant box is counted as one distinct box."""
-    from visrl_bench.trainers import pretrain
+    from visrl_bench.trainers import grounding
 
     from visrl_bench.core.boxes import Box
 
@@ -561,8 +561,8 @@ def test_grounding_probe_measures_localisation_and_selection(tmp_path, monkeypat
                 out.append(Box(*r["bbox"]))
         return out
 
-    monkeypatch.setattr(pretrain, "_ground_boxes", fake_boxes)
-    report = pretrain.grounding_probe(Path("unused"), root)
+    monkeypatch.setattr(grounding, "_ground_boxes", fake_boxes)
+    report = grounding.grounding_probe(Path("unused"), root)
     assert report["1"]["distinct_boxes"] == 1 and report["1"]["mean_iou"] < 0.1
     assert report["2"]["selection"] == 0.5 and report["2"]["decided"] == report["2"]["n"]
     assert report["3-5"]["mean_iou"] == 1.0 and report["3-5"]["iou_above_0.5"] == 1.0

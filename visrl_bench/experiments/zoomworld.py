@@ -172,7 +172,7 @@ def run_baselines(
     from visrl_bench.core.io import iter_jsonl
     from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
     from visrl_bench.models import GenerationSettings
-    from visrl_bench.trainers.pretrain import grounding_iou, grounding_probe, held_out_ground
+    from visrl_bench.trainers.grounding import grounding_iou, grounding_probe, held_out_ground
 
     timings: dict[str, str] = {}
     started = time.perf_counter()
@@ -267,7 +267,8 @@ def screen(
     import hashlib
 
     from visrl_bench.core.config import validate
-    from visrl_bench.trainers.pretrain import PretrainConfig, grounding_probe, train
+    from visrl_bench.trainers.grounding import grounding_probe
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
 
     if stage not in SCREEN_STAGES:
         raise VisrlError(f"unknown screening stage {stage!r}; one of {', '.join(SCREEN_STAGES)}")
