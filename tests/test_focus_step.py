@@ -91,6 +91,27 @@ def test_a_supplied_box_gives_one_dialogue_in_eval_sft_and_pretraining(arch, tin
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_a_box_step_grounding_example_is_the_sft_box_turn(arch, tiny_adapters, zoomworld):
+    """Pretraining's grounding asked as the box step is, prompt and target, the SFT warm-up's box turn for
+    the same object; the referring phrasing stays the default."""
+    from visrl_bench.trainers.pretrain import build_example
+
+    from visrl_bench.train.collate import sft_completions
+
+    _, task, sample = zoomworld
+    adapter = tiny_adapters[arch]
+    box_turn, _ = sft_completions(task, sample, adapter)
+    phrase = sample.question.removeprefix("What is the tile pattern on ").removesuffix("?")
+    row = {"kind": "ground", "phrase": phrase, "bbox": sample.gold_boxes[0].as_list(), "box_step": True}
+    image = sample.load_image()
+    args = (image, adapter.box_convention, adapter.input_size, task.default_crop_min_side, "")
+    request, target = build_example(row, *args)
+    assert request.messages == box_turn.messages and target == box_turn.target
+    referring, same_target = build_example({**row, "box_step": False}, *args)
+    assert referring.messages != request.messages and same_target == target
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_a_model_written_box_gives_one_dialogue_in_eval_and_generate(
     arch, tiny_adapters, zoomworld, tmp_path
 ):

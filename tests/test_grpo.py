@@ -70,10 +70,10 @@ class LeftHalfAdapter:
     arch = "scripted"
     box_convention = BoxConvention.NORM1000
 
-    def __init__(self, answer):
+    def __init__(self, answer, guess: bool = False):
         import torch
 
-        self.answer = answer
+        self.answer, self.guess = answer, guess  # guess: answer the pattern without a crop, too
         self.model = torch.nn.Linear(1, 1)
         self.seen = []
 
@@ -82,7 +82,8 @@ class LeftHalfAdapter:
         for r in requests:
             _image, crop = r.images
             self.seen.append(crop.size)
-            out.append([self.answer if getattr(crop, "left_half", False) else "none"])
+            right = getattr(crop, "left_half", self.guess)
+            out.append([self.answer if right else "none"])
         return out
 
 
@@ -120,6 +121,18 @@ def test_the_answer_reward_is_the_tasks_metric_on_the_crops_answer(zoomworld, mo
         prompts=[None] * 4, completions=completions, index=[0, 0, 0, 0]
     )
     assert sorted(shuffled) == [0.0, 0.0, 1.0, 1.0]  # the group's rewards, shuffled among its completions
+
+    # a policy that guesses the pattern without a crop: a box that does not parse earns nothing, unless
+    # the guard is off
+    guesser = LeftHalfAdapter(sample.answer, guess=True)
+    cfg = GRPOConfig(model="x", out="y", num_generations=4, batch_size=4)
+    assert AnswerReward(task, [sample], [(image, None)], guesser, cfg)(
+        prompts=[None] * 4, completions=completions, index=[0, 0, 0, 0]
+    ) == [1.0, 0.0, 0.0, 1.0]
+    cfg = GRPOConfig(model="x", out="y", num_generations=4, batch_size=4, invalid_box_reward=None)
+    assert AnswerReward(task, [sample], [(image, None)], guesser, cfg)(
+        prompts=[None] * 4, completions=completions, index=[0, 0, 0, 0]
+    ) == [1.0, 0.0, 1.0, 1.0]
 
 
 def test_permuted_rewards_stay_inside_their_group():

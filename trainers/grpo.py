@@ -67,6 +67,10 @@ class GRPOConfig(TrainConfig):
     reply_max_new_tokens: int = 32  # zoom: tokens of each reply (a box, or the answer)
     answer_max_new_tokens: int = 32
     format_weight: float = 0.0  # reward += weight when the box parses
+    # the reward of a trajectory with a box that does not parse (None: score its answer anyway). Such a
+    # box gets no crop, so a policy that guesses rather than says "none" would earn chance for breaking the
+    # box and nothing for a box that misses: the generator's guard for DPO pairs, here too
+    invalid_box_reward: float | None = 0.0
     permute_rewards: bool = False  # control: rewards shuffled within each group
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     lr: float = 1e-5
@@ -133,13 +137,20 @@ class AnswerReward:
                 for c, env in zip(completions, environments, strict=True)
             ]
             well_formed = [bool(steps) and all(step.box is not None for step in steps) for steps in shown]
+            broken = [any(step.box is None for step in steps) for steps in shown]
             crops = [len(steps) for steps in shown]
             if log_metric is not None:
                 log_metric("zoom/crops", sum(crops) / len(crops))
         else:
             answers, well_formed = self.answers_from_crops(index, completions)
+            broken = [not ok for ok in well_formed]
             crops = [1] * len(answers)
-        rewards = [self.score(i, a, ok) for i, a, ok in zip(index, answers, well_formed, strict=True)]
+        rewards = [
+            self.cfg.invalid_box_reward
+            if bad and self.cfg.invalid_box_reward is not None
+            else self.score(i, a, ok)
+            for i, a, ok, bad in zip(index, answers, well_formed, broken, strict=True)
+        ]
         self.trajectories += len(answers)
         self.crops += sum(crops)
         self._calls += 1

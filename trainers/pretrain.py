@@ -35,7 +35,7 @@ from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
-from visrl_bench.reasoning import FocusStep, direct_messages
+from visrl_bench.reasoning import FocusStep, box_step_messages, direct_messages
 from visrl_bench.train.collate import Completion, VisionBatcher
 
 
@@ -90,6 +90,12 @@ class PretrainConfig(Bounded):
     ground_fraction: float = 0.0
     ground_curriculum: tuple[float, float] = (0.15, 0.3)
     ground_holdout: int = 200  # last rows of the ground split, never trained on: the grounding IoU
+    # this share of the grounding examples asked as Visual CoT's box step ("What is the tile pattern on the
+    # red square? Please provide the bounding box coordinate of the region that can help you answer the
+    # question better.") instead of the referring prompt: a base that grounds only the referring phrasing
+    # gave, after the SFT warm-up, boxes on no object for 72% of the test questions (the referring prompt
+    # on the same objects: 29%), so RL had no object boxes to choose between (docs/zoomworld.md)
+    box_step_share: float = 0.0
     sincos_init: bool = False  # 2-D sin-cos vision positions and 1-D sin-cos coordinate tokens
     # continue from a checkpoint instead of random init (e.g. add a grounding stage to a perception-trained
     # base); with sincos_init only the coordinate tokens' OUTPUT rows are re-initialised: they were never
@@ -118,6 +124,7 @@ class PretrainConfig(Bounded):
         "positive_only_fraction": (0, 1),
         "none_share": (0, 1),
         "ground_fraction": (0, 1),
+        "box_step_share": (0, 1),
         "ground_holdout": (0, None),
         "coord_sigma": (0, None),
         "save_every": (0, None),
@@ -163,6 +170,9 @@ CALIBRATION_STAGE: dict[str, Any] = {
     "ground_curriculum": (0.0, 0.0),
     "positive_only_fraction": 0.0,
     "none_share": 0.4,
+    # half of the replayed grounding asked as the box step: the SFT warm-up then starts from a base that
+    # boxes objects for the task's question
+    "box_step_share": 0.5,
     "log_every": 50,
 }
 # Qwen2-VL's tiny base learns no position in any screened geometry (its vision tower has only relative
@@ -195,11 +205,16 @@ BASE_RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     ),
     "qwen2_vl": (("perception", QWEN_PERCEPTION_STAGE), ("boxes", QWEN_BOX_STAGE)),
     # Qwen3-VL's vision tower, like LLaVA's, adds learned positions to its patches (a grid stretched over
-    # each image: fractional positions), sin-cos initialised
-    "qwen3_vl": (
-        ("grounding", GROUNDING_STAGE),
-        ("perception", PERCEPTION_STAGE),
-        ("calibration", CALIBRATION_STAGE),
+    # each image: fractional positions), sin-cos initialised. LLaVA's stages with soft coordinate targets:
+    # one-hot over Qwen's 1001 values, grounding stayed at the box prior; with sigma 1 (ten of Qwen's values,
+    # one of LLaVA's) it left it within 600 steps (docs/zoomworld.md, D_qwen3_sigma1)
+    "qwen3_vl": tuple(
+        (name, {**stage, "coord_sigma": 1.0})
+        for name, stage in (
+            ("grounding", GROUNDING_STAGE),
+            ("perception", PERCEPTION_STAGE),
+            ("calibration", CALIBRATION_STAGE),
+        )
     ),
 }
 
@@ -330,11 +345,18 @@ class PerceptionDraws:
         return self._one(self.nones if u < self.crop_share * self.none_share else self.crops)
 
 
+def box_step_question(phrase: str) -> str:
+    """The task's question about the object a referring phrase ("the red square") names."""
+    colour, shape = phrase.removeprefix("the ").rsplit(" ", 1)
+    return QUESTION.format(colour=colour, shape=shape)
+
+
 def build_example(row: dict, image, convention, input_size, crop_min_side: int, prompt: str):
     if row["kind"] == "ground":
-        return ground_request(row["phrase"], image), format_box(
-            gold_box(row["bbox"], "xyxy"), convention, image.size, input_size(image)
-        )
+        box = format_box(gold_box(row["bbox"], "xyxy"), convention, image.size, input_size(image))
+        if row.get("box_step"):
+            return ChatRequest(box_step_messages(box_step_question(row["phrase"])), [image]), box
+        return ground_request(row["phrase"], image), box
     if row["kind"] == "direct":
         return ChatRequest(direct_messages(prompt), [image]), row["answer"]
     focus = gold_box(row["focus"], "xyxy")
@@ -425,6 +447,8 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         1 -> 2 -> all-objects curriculum. From `start` (a resumed run) the draws of the earlier steps are
         replayed without building their batches, so step k sees the same rows in every run."""
         rng = random.Random(cfg.seed)
+        # its own stream: without box-step examples the draws are those of the runs that predate them
+        phrasing = random.Random(f"box-step-{cfg.seed}")
         draw = PerceptionDraws(rows, cfg.none_share, rng)
         first, second = cfg.ground_curriculum
         ground_pools = [
@@ -438,6 +462,11 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
             stage = 0 if step < first * cfg.steps else 1 if step < second * cfg.steps else 2
             gpool = ground_pools[stage] or ground
             batch_rows = [gpool[rng.randrange(len(gpool))] for _ in range(n_ground)]
+            if cfg.box_step_share:
+                batch_rows = [
+                    {**r, "box_step": True} if phrasing.random() < cfg.box_step_share else r
+                    for r in batch_rows
+                ]
             batch_rows += [draw(positive_only) for _ in range(cfg.batch_size - n_ground)]
             if step < start:
                 continue
