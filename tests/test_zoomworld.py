@@ -141,13 +141,13 @@ GEOMETRIES = {
             "qwen2_vl": {"min_pixels": 3072, "max_pixels": 3072, "qwen_patch": 8},
         },
     ),
-    "d (the default)": ({}, {"llava": {}, "qwen2_vl": {}}),
-    "d with a background ramp": ({"background_ramp": 48}, {"llava": {}, "qwen2_vl": {}}),
+    "d (the default)": ({}, {"llava": {}, "qwen2_vl": {}, "qwen3_vl": {}}),
+    "d with a background ramp": ({"background_ramp": 48}, {"llava": {}, "qwen2_vl": {}, "qwen3_vl": {}}),
 }
+TILE_CASES = [(arch, geometry) for geometry, (_, specs) in sorted(GEOMETRIES.items()) for arch in specs]
 
 
-@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
-@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+@pytest.mark.parametrize(("arch", "geometry"), TILE_CASES)
 def test_tiles_are_unreadable_in_the_global_view_and_readable_in_a_crop(arch, geometry):
     """Change every tile's pattern: what the model's processor makes of the whole image is bit-identical,
     while the crop of an object changes."""
@@ -368,7 +368,7 @@ def test_baselines_table_and_checks():
     assert "| 1-object grounding IoU >= 0.6 | yes | **no** |" in md and "(n = 200, 200)" in md
 
 
-@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("arch", ["llava", "qwen3_vl"])
 def test_committed_base_models_read_tiles_only_from_the_right_crop(arch, tmp_path):
     """The committed checkpoints (leaderboards/zoomworld_baselines.md) still behave on fresh questions."""
     from visrl_bench.eval.evaluate import EvalConfig, TaskSpec, evaluate
@@ -550,7 +550,7 @@ def test_grounding_probe_measures_localisation_and_selection(tmp_path, monkeypat
         if r["objects"] == 2:
             other.setdefault(r["image"], []).append(r["bbox"])
 
-    def fake_boxes(checkpoint, root, rows, batch_size=32):
+    def fake_boxes(checkpoint, root, rows, batch_size=32, box_step=False):
         out = []
         for r in rows:
             if r["objects"] == 1:

@@ -1,7 +1,8 @@
 """What a ZoomWorld base model's grounding can do, measured through the eval adapter: greedy boxes for the
-referring prompt on held-out ground scenes (IoU with the object's box, parse failures) and the world's
-`ground_test` probe (1-object localisation, distinct boxes, 2-object selection, 3-5-object IoU). Pretraining
-records it in provenance; `zoomworld baselines` and `zoomworld screen` report it."""
+referring prompt (or the task's box step) on held-out ground scenes (IoU with the object's box, parse
+failures) and the world's `ground_test` probe (1-object localisation, distinct boxes, 2-object selection,
+3-5-object IoU). Pretraining records it in provenance; `zoomworld baselines` and `zoomworld screen` report
+it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 
 from visrl_bench.core.boxes import gold_box, iou, parse_box
 from visrl_bench.core.io import iter_jsonl
+from visrl_bench.datagen.zoomworld import QUESTION
 from visrl_bench.models import ChatRequest
-from visrl_bench.reasoning import direct_messages
+from visrl_bench.reasoning import box_step_messages, direct_messages
 
-# LLaVA-1.5's referring-expression prompt: a grounding phrasing the base model knows, unlike the question's
+# LLaVA-1.5's referring-expression prompt: a grounding phrasing real LMMs know besides the question's
 GROUND_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: {phrase}."
 
 
@@ -27,15 +29,29 @@ def held_out_ground(rows: list[dict], n: int = 200) -> list[dict]:
     return rows[len(rows) - min(n, len(rows) // 10) :]
 
 
-def _ground_boxes(checkpoint: Path, root: Path, rows: list[dict], batch_size: int = 32) -> list:
-    """Greedy boxes of a base model for ground rows, through the eval adapter: a Box, or None where the
-    reply does not parse."""
+def box_step_question(phrase: str) -> str:
+    """The task's question about the object a referring phrase ("the red square") names."""
+    colour, shape = phrase.removeprefix("the ").rsplit(" ", 1)
+    return QUESTION.format(colour=colour, shape=shape)
+
+
+def box_step_request(phrase: str, image) -> ChatRequest:
+    """Grounding asked as Visual CoT's box step: the task's question about the object, then the box."""
+    return ChatRequest(box_step_messages(box_step_question(phrase)), [image])
+
+
+def _ground_boxes(
+    checkpoint: Path, root: Path, rows: list[dict], batch_size: int = 32, box_step: bool = False
+) -> list:
+    """Greedy boxes of a base model for ground rows, through the eval adapter, asked with the referring
+    prompt or as the box step: a Box, or None where the reply does not parse."""
     from PIL import Image
 
     from visrl_bench.models import GenerationSettings, load_model
 
     adapter = load_model(checkpoint, device="cpu")
-    requests = [ground_request(r["phrase"], Image.open(root / r["image"]).convert("RGB")) for r in rows]
+    ask = box_step_request if box_step else ground_request
+    requests = [ask(r["phrase"], Image.open(root / r["image"]).convert("RGB")) for r in rows]
     outputs = adapter.generate(requests, GenerationSettings(max_new_tokens=16), batch_size=batch_size)
     boxes = []
     for request, out in zip(requests, outputs, strict=True):
@@ -64,13 +80,16 @@ def grounding_iou(checkpoint: Path, root: Path, rows: list[dict], batch_size: in
     return _iou_summary(rows, _ground_boxes(checkpoint, root, rows, batch_size))
 
 
-def grounding_probe(checkpoint: Path, root: Path, batch_size: int = 32) -> dict[str, Any]:
+def grounding_probe(
+    checkpoint: Path, root: Path, batch_size: int = 32, box_step: bool = False
+) -> dict[str, Any]:
     """What a base model's grounding can do, on the world's held-out `ground_test` scenes: localise one object
     (1-object IoU, and how many distinct boxes it writes: one box for every image is the box prior, not
     grounding), pick the named object of two (selection: the box overlaps the named object more than the
-    other; chance 0.5, undecided when it overlaps neither), and place one among 3-5."""
+    other; chance 0.5, undecided when it overlaps neither), and place one among 3-5. `box_step`: asked as
+    the task's box step instead of the referring prompt."""
     rows = [r for _, r in iter_jsonl(root / "ground_test.jsonl", "ZoomWorld ground_test split")]
-    boxes = _ground_boxes(checkpoint, root, rows, batch_size)
+    boxes = _ground_boxes(checkpoint, root, rows, batch_size, box_step)
     by_size: dict[str, tuple[list, list]] = {"1": ([], []), "2": ([], []), "3-5": ([], [])}
     for r, b in zip(rows, boxes, strict=True):
         rs, bs = by_size["1" if r["objects"] == 1 else "2" if r["objects"] == 2 else "3-5"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import route_logs
-from visrl_bench.trainers.grounding import ground_request, grounding_iou, held_out_ground
+from visrl_bench.trainers.grounding import box_step_request, ground_request, grounding_iou, held_out_ground
 
 from visrl_bench.core.boxes import format_box, gold_box
 from visrl_bench.core.config import read_scalars, validate
@@ -35,7 +35,7 @@ from visrl_bench.core.io import iter_jsonl, read_json
 from visrl_bench.datagen.zoomworld import ANSWERS, NONE, OBJECT_COLOURS, QUESTION, SHAPES, ZoomWorldConfig
 from visrl_bench.models import ChatRequest
 from visrl_bench.models.tiny import TinySpec, build_model, coordinate_tokens, save_checkpoint
-from visrl_bench.reasoning import FocusStep, box_step_messages, direct_messages
+from visrl_bench.reasoning import FocusStep, direct_messages
 from visrl_bench.train.collate import Completion, VisionBatcher
 
 
@@ -175,6 +175,10 @@ CALIBRATION_STAGE: dict[str, Any] = {
     "box_step_share": 0.5,
     "log_every": 50,
 }
+# Stage 4, the box step: the same calibrated mixture, half of every batch grounding asked as Visual CoT's box
+# step. Half the calibration stage's replay asked so (1,200 examples) left the box step far behind the
+# referring prompt (1-object IoU 0.17 vs 0.75); 300 steps of this took it to 0.70 (docs/zoomworld.md).
+BOX_STEP_STAGE: dict[str, Any] = {**CALIBRATION_STAGE, "ground_fraction": 0.5, "box_step_share": 1.0}
 # Qwen2-VL's tiny base learns no position in any screened geometry (its vision tower has only relative
 # positions; docs/zoomworld.md), and a grounding stage stuck at the box prior is a bad start for reading
 # (gt_box 11.4%). So it reads first, from scratch, then learns the box format (its grounding is the prior)
@@ -202,6 +206,7 @@ BASE_RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("grounding", GROUNDING_STAGE),
         ("perception", PERCEPTION_STAGE),
         ("calibration", CALIBRATION_STAGE),
+        ("box_step", BOX_STEP_STAGE),
     ),
     "qwen2_vl": (("perception", QWEN_PERCEPTION_STAGE), ("boxes", QWEN_BOX_STAGE)),
     # Qwen3-VL's vision tower, like LLaVA's, adds learned positions to its patches (a grid stretched over
@@ -214,6 +219,7 @@ BASE_RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
             ("grounding", GROUNDING_STAGE),
             ("perception", PERCEPTION_STAGE),
             ("calibration", CALIBRATION_STAGE),
+            ("box_step", BOX_STEP_STAGE),
         )
     ),
 }
@@ -345,17 +351,11 @@ class PerceptionDraws:
         return self._one(self.nones if u < self.crop_share * self.none_share else self.crops)
 
 
-def box_step_question(phrase: str) -> str:
-    """The task's question about the object a referring phrase ("the red square") names."""
-    colour, shape = phrase.removeprefix("the ").rsplit(" ", 1)
-    return QUESTION.format(colour=colour, shape=shape)
-
-
 def build_example(row: dict, image, convention, input_size, crop_min_side: int, prompt: str):
     if row["kind"] == "ground":
         box = format_box(gold_box(row["bbox"], "xyxy"), convention, image.size, input_size(image))
         if row.get("box_step"):
-            return ChatRequest(box_step_messages(box_step_question(row["phrase"])), [image]), box
+            return box_step_request(row["phrase"], image), box
         return ground_request(row["phrase"], image), box
     if row["kind"] == "direct":
         return ChatRequest(direct_messages(prompt), [image]), row["answer"]

@@ -31,7 +31,7 @@ def zoomworld_generate(
 
 @zoomworld_app.command("pretrain")
 def zoomworld_pretrain(
-    arch: Annotated[str, typer.Option(help="llava | qwen2_vl")],
+    arch: Annotated[str, typer.Option(help="llava | qwen2_vl | qwen3_vl")],
     data: Annotated[Path, typer.Option(help="A ZoomWorld folder (from `zoomworld generate`).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     overrides: Annotated[
@@ -126,7 +126,7 @@ def zoomworld_baselines(
 @zoomworld_app.command("screen")
 def zoomworld_screen(
     name: Annotated[str, typer.Option(help="The cell's name (its run folder; run again to resume it).")],
-    arch: Annotated[str, typer.Option(help="llava | qwen2_vl")],
+    arch: Annotated[str, typer.Option(help="llava | qwen2_vl | qwen3_vl")],
     stage: Annotated[str, typer.Option(help="ground (1-object localisation) | read (gold-crop reading)")],
     world: Annotated[
         Path | None, typer.Option(help="YAML of ZoomWorldConfig fields: the candidate geometry.")
