@@ -155,8 +155,10 @@ def test_a_failed_judge_call_is_no_reward_and_is_counted(zoomworld):
         ],
     )
     reward = AnswerReward(task, [sample], [(image, None)], LeftHalfAdapter(sample.answer), cfg)
-    got = reward(prompts=[None] * 2, completions=["[1, 2, 3, 4]", "x"], index=[0, 0])
+    got = reward(prompts=[None] * 2, completions=["[1, 2, 3, 4]", "[5, 6, 7, 8]"], index=[0, 0])
     assert got == [None, None] and len(reward.judge_failures) == 2
+    # a box that does not parse is not sent to the judge: it earns invalid_box_reward
+    assert reward(prompts=[None], completions=["x"], index=[0]) == [0.0] and len(reward.judge_failures) == 2
 
 
 def test_grpo_options_are_checked():
