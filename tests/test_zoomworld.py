@@ -662,7 +662,7 @@ def test_a_checkpoint_written_over_another_loads_the_new_weights(tmp_path):
 def test_base_recipe_runs_its_stages_in_order_and_skips_finished_ones(tmp_path, monkeypatch):
     """`zoomworld baselines --from-scratch` trains each arch by its recipe: every stage continues from the one
     before, the last writes the base; run again, finished stages are left as they are."""
-    from visrl_bench.trainers import pretrain
+    from visrl_bench.trainers import base_recipes
 
     from visrl_bench.experiments.zoomworld import train_base
 
@@ -672,7 +672,7 @@ def test_base_recipe_runs_its_stages_in_order_and_skips_finished_ones(tmp_path, 
         ("grounding", {"steps": 2, "ground_fraction": 1.0, "sincos_init": True, "spec": small}),
         ("perception", {"steps": 2, "ground_fraction": 0.25, "spec": small}),
     )
-    monkeypatch.setitem(pretrain.BASE_RECIPES, "llava", recipe)
+    monkeypatch.setitem(base_recipes.BASE_RECIPES, "llava", recipe)
     timings = train_base("llava", root, tmp_path / "models", tmp_path / "work", batch_size=4, progress=False)
     assert list(timings) == ["pretrain llava (grounding)", "pretrain llava (perception)"]
     first = json.loads((tmp_path / "work" / "grounding" / "llava" / "provenance.json").read_text())

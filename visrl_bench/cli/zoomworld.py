@@ -58,7 +58,8 @@ def zoomworld_pretrain(
     (the Trainer's log in OUT/log.csv, grounding IoU on held-out scenes in OUT/provenance.json)."""
     from visrl_bench.core.config import load_config
     from visrl_bench.models.tiny import ARCHS
-    from visrl_bench.trainers.pretrain import GROUNDING_STAGE, PretrainConfig, train
+    from visrl_bench.trainers.base_recipes import GROUNDING_STAGE
+    from visrl_bench.trainers.pretrain import PretrainConfig, train
 
     if arch not in ARCHS:
         fail(f"unknown arch {arch!r}; one of {', '.join(ARCHS)}")

@@ -125,7 +125,8 @@ def train_base(
     before, under work/<stage>/<arch>; the last writes models/<arch>. Resumable: run it again and each stage
     continues from its newest checkpoint (a finished stage is skipped). `steps` replaces the last stage's.
     Returns the wall time of each stage."""
-    from visrl_bench.trainers.pretrain import BASE_RECIPES, PretrainConfig, finished, train
+    from visrl_bench.trainers.base_recipes import BASE_RECIPES
+    from visrl_bench.trainers.pretrain import PretrainConfig, finished, train
 
     timings: dict[str, str] = {}
     init = ""
