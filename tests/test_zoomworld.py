@@ -234,7 +234,8 @@ def test_seconds_scale_pretrain_lowers_the_loss(tmp_path):
 
 def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
     import torch
-    from visrl_bench.trainers.pretrain import sincos_init, zoomworld_spec
+    from visrl_bench.trainers.coordinates import sincos_init
+    from visrl_bench.trainers.pretrain import zoomworld_spec
 
     from visrl_bench.models.tiny import build_model, coordinate_tokens
 
@@ -504,7 +505,8 @@ def test_soft_coordinate_targets_reward_a_near_miss():
     """sigma -> 0 is the one-hot cross-entropy; with sigma, a box one value off costs less than one far off,
     and a non-coordinate label keeps its one-hot loss."""
     import torch
-    from visrl_bench.trainers.pretrain import SoftCoordinateLoss, zoomworld_spec
+    from visrl_bench.trainers.coordinates import SoftCoordinateLoss
+    from visrl_bench.trainers.pretrain import zoomworld_spec
 
     from visrl_bench.models.tiny import build_tokenizer
 
