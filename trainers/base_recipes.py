@@ -68,11 +68,6 @@ QWEN_BOX_STAGE: dict[str, Any] = {
     "log_every": 50,
 }
 
-# Qwen3-VL's stage 2, grounding continuing from a base that reads: a quarter of every batch replays reading
-# (LLaVA's perception stage replays grounding the same way); sincos_init re-initialises only the coordinate
-# tokens' output rows, which perception never trained
-QWEN3_GROUNDING_STAGE: dict[str, Any] = {**GROUNDING_STAGE, "ground_fraction": 0.75, "coord_sigma": 1.0}
-
 LLAVA_STAGES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("grounding", GROUNDING_STAGE),
     ("perception", PERCEPTION_STAGE),
@@ -85,15 +80,9 @@ LLAVA_STAGES: tuple[tuple[str, dict[str, Any]], ...] = (
 BASE_RECIPES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "llava": LLAVA_STAGES,
     "qwen2_vl": (("perception", QWEN_PERCEPTION_STAGE), ("boxes", QWEN_BOX_STAGE)),
-    # Qwen3-VL reads first, as Qwen2-VL did: LLaVA's order (grounding, then perception continuing from it)
-    # left its perception loss flat (gt_box 24.8%, docs/zoomworld.md). So perception from scratch (sin-cos
-    # vision positions from the start), then grounding with soft coordinate targets (sigma 1: ten of Qwen's
-    # 1001 values, one of LLaVA's 101; one-hot stayed at the box prior) with reading replayed, then LLaVA's
-    # calibration and box-step stages
-    "qwen3_vl": (
-        ("perception", {**QWEN_PERCEPTION_STAGE, "sincos_init": True, "coord_sigma": 1.0}),
-        ("grounding", QWEN3_GROUNDING_STAGE),
-        ("calibration", {**CALIBRATION_STAGE, "coord_sigma": 1.0}),
-        ("box_step", {**BOX_STEP_STAGE, "coord_sigma": 1.0}),
-    ),
+    # Qwen3-VL's vision tower, like LLaVA's, adds learned positions to its patches (a grid stretched over
+    # each image: fractional positions), sin-cos initialised. LLaVA's stages with soft coordinate targets:
+    # one-hot over Qwen's 1001 values, grounding stayed at the box prior; with sigma 1 (ten of Qwen's values,
+    # one of LLaVA's) it left it within 600 steps (docs/zoomworld.md, D_qwen3_sigma1)
+    "qwen3_vl": tuple((name, {**stage, "coord_sigma": 1.0}) for name, stage in LLAVA_STAGES),
 }
