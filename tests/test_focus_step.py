@@ -112,6 +112,23 @@ def test_a_box_step_grounding_example_is_the_sft_box_turn(arch, tiny_adapters, z
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_a_colour_grounding_example_gives_the_box_and_asks_the_colour(arch, tiny_adapters, zoomworld):
+    """Grounding asked the other way round (`colour_share`): the object's box, in the model's own
+    convention, is in the question and the phrase's colour is the target."""
+    from visrl_bench.trainers.pretrain import build_example
+
+    _, task, sample = zoomworld
+    adapter = tiny_adapters[arch]
+    image = sample.load_image()
+    args = (image, adapter.box_convention, adapter.input_size, task.default_crop_min_side, "")
+    row = {"kind": "ground", "phrase": "the olive diamond", "bbox": sample.gold_boxes[0].as_list()}
+    _, box = build_example(row, *args)
+    request, target = build_example({**row, "colour": True, "box_step": True}, *args)
+    text = request.messages[0]["content"][-1]["text"]
+    assert target == "olive" and box in text and text.startswith("What colour is the object")
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_a_model_written_box_gives_one_dialogue_in_eval_and_generate(
     arch, tiny_adapters, zoomworld, tmp_path
 ):

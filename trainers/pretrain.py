@@ -27,7 +27,14 @@ from typing import Any, ClassVar
 
 from visrl_bench.trainers.common import route_logs
 from visrl_bench.trainers.coordinates import SoftCoordinateLoss, sincos_init
-from visrl_bench.trainers.grounding import box_step_request, ground_request, grounding_iou, held_out_ground
+from visrl_bench.trainers.grounding import (
+    box_step_request,
+    colour_request,
+    ground_request,
+    grounding_iou,
+    held_out_ground,
+    phrase_colour,
+)
 
 from visrl_bench.core.boxes import format_box, gold_box
 from visrl_bench.core.config import read_scalars, validate
@@ -97,6 +104,10 @@ class PretrainConfig(Bounded):
     # gave, after the SFT warm-up, boxes on no object for 72% of the test questions (the referring prompt
     # on the same objects: 29%), so RL had no object boxes to choose between (docs/zoomworld.md)
     box_step_share: float = 0.0
+    # this share of the grounding examples asked the other way round, the box given and the object's colour
+    # the answer ("What colour is the object in the region [0.12, ...]?"): a screen for binding, which boxes
+    # alone never taught (2-object selection at chance); drawn from its own RNG stream, so 0 keeps the draws
+    colour_share: float = 0.0
     sincos_init: bool = False  # 2-D sin-cos vision positions and 1-D sin-cos coordinate tokens
     # continue from a checkpoint instead of random init (e.g. add a grounding stage to a perception-trained
     # base); with sincos_init only the coordinate tokens' OUTPUT rows are re-initialised: they were never
@@ -126,6 +137,7 @@ class PretrainConfig(Bounded):
         "none_share": (0, 1),
         "ground_fraction": (0, 1),
         "box_step_share": (0, 1),
+        "colour_share": (0, 1),
         "ground_holdout": (0, None),
         "coord_sigma": (0, None),
         "save_every": (0, None),
@@ -182,6 +194,8 @@ class PerceptionDraws:
 def build_example(row: dict, image, convention, input_size, crop_min_side: int, prompt: str):
     if row["kind"] == "ground":
         box = format_box(gold_box(row["bbox"], "xyxy"), convention, image.size, input_size(image))
+        if row.get("colour"):
+            return colour_request(box, image), phrase_colour(row["phrase"])
         if row.get("box_step"):
             return box_step_request(row["phrase"], image), box
         return ground_request(row["phrase"], image), box
@@ -277,6 +291,7 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         rng = random.Random(cfg.seed)
         # its own stream: without box-step examples the draws are those of the runs that predate them
         phrasing = random.Random(f"box-step-{cfg.seed}")
+        asking = random.Random(f"colour-{cfg.seed}")
         draw = PerceptionDraws(rows, cfg.none_share, rng)
         first, second = cfg.ground_curriculum
         ground_pools = [
@@ -294,6 +309,10 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
                 batch_rows = [
                     {**r, "box_step": True} if phrasing.random() < cfg.box_step_share else r
                     for r in batch_rows
+                ]
+            if cfg.colour_share:
+                batch_rows = [
+                    {**r, "colour": True} if asking.random() < cfg.colour_share else r for r in batch_rows
                 ]
             batch_rows += [draw(positive_only) for _ in range(cfg.batch_size - n_ground)]
             if step < start:
