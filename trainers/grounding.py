@@ -33,9 +33,10 @@ def colour_request(box_text: str, image) -> ChatRequest:
     return ChatRequest(direct_messages(COLOUR_PROMPT.format(box=box_text)), [image])
 
 
-def phrase_colour(phrase: str) -> str:
-    """ "the olive diamond" -> "olive"."""
-    return phrase.removeprefix("the ").rsplit(" ", 1)[0]
+def phrase_parts(phrase: str) -> tuple[str, str]:
+    """ "the olive diamond" -> ("olive", "diamond")."""
+    colour, shape = phrase.removeprefix("the ").rsplit(" ", 1)
+    return colour, shape
 
 
 def held_out_ground(rows: list[dict], n: int = 200) -> list[dict]:
@@ -46,8 +47,8 @@ def held_out_ground(rows: list[dict], n: int = 200) -> list[dict]:
 
 def box_step_question(phrase: str) -> str:
     """The task's question about the object a referring phrase ("the red square") names."""
-    shape = phrase.rsplit(" ", 1)[1]
-    return QUESTION.format(colour=phrase_colour(phrase), shape=shape)
+    colour, shape = phrase_parts(phrase)
+    return QUESTION.format(colour=colour, shape=shape)
 
 
 def box_step_request(phrase: str, image) -> ChatRequest:

@@ -33,7 +33,7 @@ from visrl_bench.trainers.grounding import (
     ground_request,
     grounding_iou,
     held_out_ground,
-    phrase_colour,
+    phrase_parts,
 )
 
 from visrl_bench.core.boxes import format_box, gold_box
@@ -195,7 +195,7 @@ def build_example(row: dict, image, convention, input_size, crop_min_side: int, 
     if row["kind"] == "ground":
         box = format_box(gold_box(row["bbox"], "xyxy"), convention, image.size, input_size(image))
         if row.get("colour"):
-            return colour_request(box, image), phrase_colour(row["phrase"])
+            return colour_request(box, image), phrase_parts(row["phrase"])[0]
         if row.get("box_step"):
             return box_step_request(row["phrase"], image), box
         return ground_request(row["phrase"], image), box
