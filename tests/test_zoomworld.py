@@ -704,6 +704,22 @@ def test_base_recipe_runs_its_stages_in_order_and_skips_finished_ones(tmp_path, 
     assert first["steps"] == 3 and last["steps"] == 4 and last["resumed_from"] is None
 
 
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "qwen3_vl"])
+def test_every_base_recipe_stage_is_a_valid_config_that_can_continue_the_one_before(arch):
+    """A recipe's mistake shows here, not an hour into `--from-scratch`: every stage's settings are a valid
+    PretrainConfig, the first starts from scratch, and a later stage re-initialises coordinate outputs
+    (sincos_init) only after a stage that never trained them (pretrain refuses it otherwise)."""
+    from visrl_bench.trainers.base_recipes import BASE_RECIPES
+    from visrl_bench.trainers.pretrain import PretrainConfig
+
+    stages = BASE_RECIPES[arch]
+    assert len({name for name, _ in stages}) == len(stages)  # one work dir per stage
+    configs = [PretrainConfig(arch=arch, data="d", out="o", **settings) for _, settings in stages]
+    for before, cfg in zip(configs, configs[1:]):
+        if cfg.sincos_init:
+            assert before.ground_fraction == 0, cfg
+
+
 def test_qwen_mrope_sections_can_interleave_the_axes():
     """transformers gives M-RoPE section i to axis i % 3, so one-pair sections interleave time, height and
     width (Qwen3-VL's layout): width then also gets high frequencies, which the chunked default gives none."""
