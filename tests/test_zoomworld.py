@@ -4,6 +4,7 @@ seconds-scale pretrain lowers the loss."""
 import copy
 import csv
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -715,7 +716,7 @@ def test_every_base_recipe_stage_is_a_valid_config_that_can_continue_the_one_bef
     stages = BASE_RECIPES[arch]
     assert len({name for name, _ in stages}) == len(stages)  # one work dir per stage
     configs = [PretrainConfig(arch=arch, data="d", out="o", **settings) for _, settings in stages]
-    for before, cfg in zip(configs, configs[1:]):
+    for before, cfg in itertools.pairwise(configs):
         if cfg.sincos_init:
             assert before.ground_fraction == 0, cfg
 
