@@ -277,6 +277,33 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
     assert "Gold-crop accuracy (%) of each cell's final model" in md and "| swapped_labels | " in md
 
 
+def test_a_base_retrained_in_place_is_not_resumed(tmp_path, zoomworld, tiny_checkpoints):
+    """The same base path with other weights (a base retrained by its recipe) would reuse the old base's SFT
+    models and cells: the grid refuses it, as it refuses changed settings. A grid written before the
+    weights were part of its identity still resumes."""
+    import shutil
+
+    from visrl_bench.core.rundir import changed_keys
+
+    bases = {a: tmp_path / a for a in ("llava", "qwen2_vl")}
+    for arch, path in bases.items():
+        shutil.copytree(tiny_checkpoints[arch], path)
+    cfg = _grid_config(tmp_path, zoomworld, {a: str(p) for a, p in bases.items()}, ["base_direct"])
+    before = cfg.identity()
+    assert changed_keys(before, cfg.identity()) == []
+    weights = next(bases["llava"].glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one more training step's worth of change, in the tensor data
+    weights.write_bytes(bytes(data))
+    assert changed_keys(before, cfg.identity()) == ["weights"]
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "ablation.json").write_text(json.dumps({"identity": before}))
+    with pytest.raises(VisrlError, match="different settings \\(weights\\)"):
+        run_ablation(cfg, progress=False)
+    older = {k: v for k, v in before.items() if k != "weights"}
+    assert changed_keys(older, cfg.identity()) == []
+
+
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, zoomworld, tiny_checkpoints):
     text = (
         f"data: {zoomworld}\nout: {tmp_path / 'grid'}\n"

@@ -8,6 +8,7 @@ behaves the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -17,10 +18,34 @@ from typing import IO, Any
 from visrl_bench.core.errors import DataError
 from visrl_bench.core.io import json_line
 
+# identity keys added after runs were written: compared only when the earlier run recorded them, so a run
+# that predates the key can still be resumed (it cannot be checked on that key)
+LATER_KEYS = frozenset({"weights"})
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
 
 def changed_keys(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The identity keys whose values differ (present in one only counts)."""
-    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    """The identity keys whose values differ (present in one only counts, but for LATER_KEYS)."""
+    keys = (set(before) | set(now)) - {k for k in LATER_KEYS if k not in before}
+    return sorted(k for k in keys if before.get(k) != now.get(k))
+
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """Tells one set of weights at a path from another without reading gigabytes: the config, and per
+    weight file its name, size and a hash of its last MiB (tensor data: any further training changes it).
+    A base retrained in place must not resume runs made from the old one. "" when there is no such folder."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(root.iterdir()):
+        if path.name == "config.json" or path.suffix in WEIGHT_SUFFIXES:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                f.seek(max(0, size - 2**20))
+                tail = f.read()
+            digest.update(f"{path.name}:{size}:".encode() + hashlib.sha256(tail).digest())
+    return digest.hexdigest()[:16]
 
 
 def read_identity(path: Path, key: str | None = "identity") -> dict[str, Any] | None:

@@ -21,7 +21,13 @@ from visrl_bench.core.distributed import barrier, device_for, execution, gather,
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError, isolate_failures
 from visrl_bench.core.io import json_text
 from visrl_bench.core.registry import MODES, TASKS
-from visrl_bench.core.rundir import ShardedRecords, append_records, changed_keys, read_identity
+from visrl_bench.core.rundir import (
+    ShardedRecords,
+    append_records,
+    changed_keys,
+    read_identity,
+    weights_fingerprint,
+)
 from visrl_bench.eval.aggregate import FOCUS_NOTES, ZOOM_NOTES, aggregate_run
 from visrl_bench.eval.scoring import git_hash, package_versions
 from visrl_bench.eval.windows import enumerate_limited, merged_timing, progress_bar, windows
@@ -107,6 +113,7 @@ def _identity(cfg: EvalConfig, adapter: LMMAdapter, tasks: list) -> dict[str, An
         "task_versions": {t.name: t.version for t in tasks},
         "checkpoint_sampling_ignored": described.get("checkpoint_sampling_ignored", {}),
         "model": str(Path(cfg.model).resolve()),
+        "weights": weights_fingerprint(cfg.model),
         "arch": described["arch"],
         "box_convention": described["box_convention"],
         "dtype": described.get("dtype"),
@@ -128,8 +135,8 @@ def prepare_run_dir(
     run_file = out / RUN_FILE
     if not overwrite and (run_file.is_file() or any(p.is_file() for p in store.sources())):
         previous = read_identity(run_file) or {}
-        if previous != identity:
-            keys = ", ".join(changed_keys(previous, identity)) or "run.json missing"
+        if not previous or changed_keys(previous, identity):
+            keys = ", ".join(changed_keys(previous, identity)) if previous else "run.json missing"
             raise RunDirError(
                 f"{out} holds a run with a different config (differs in: {keys}); choose another "
                 "--output or pass --overwrite to replace it"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.core.errors import Bounded, Bounds, VisrlError
+from visrl_bench.core.rundir import weights_fingerprint
 
 CELL_FILE = "cell.json"
 ERROR_FILE = "error.json"
@@ -181,6 +182,7 @@ class AblationConfig(Bounded):
         if not d["grpo"]:  # grids without GRPO rows keep the identity they had before the GRPO family
             d.pop("grpo")
         d["bases_resolved"] = {b: str(Path(p).resolve()) for b, p in self.bases.items()}
+        d["weights"] = {b: weights_fingerprint(p) for b, p in self.bases.items()}  # a base retrained in place
         return d
 
 
