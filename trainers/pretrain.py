@@ -105,8 +105,8 @@ class PretrainConfig(Bounded):
     # on the same objects: 29%), so RL had no object boxes to choose between (docs/zoomworld.md)
     box_step_share: float = 0.0
     # this share of the grounding examples asked the other way round, the box given and the object's colour
-    # the answer ("What colour is the object in the region [0.12, ...]?"): a screen for binding, which boxes
-    # alone never taught (2-object selection at chance); drawn from its own RNG stream, so 0 keeps the draws
+    # the answer ("What colour is the object in the region [0.12, ...]?"): LLaVA's recipe learns colour this
+    # way before binding, which boxes alone never taught; drawn from its own RNG stream, so 0 keeps the draws
     colour_share: float = 0.0
     sincos_init: bool = False  # 2-D sin-cos vision positions and 1-D sin-cos coordinate tokens
     # continue from a checkpoint instead of random init (e.g. add a grounding stage to a perception-trained
