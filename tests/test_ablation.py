@@ -279,11 +279,13 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
 
 def test_a_base_retrained_in_place_is_not_resumed(tmp_path, zoomworld, tiny_checkpoints):
     """The same base path with other weights (a base retrained by its recipe) would reuse the old base's SFT
-    models and cells: the grid refuses it, as it refuses changed settings. A grid written before the
-    weights were part of its identity still resumes."""
+    models and cells: the grid refuses it while that base has work in `out`, and only for that base. Bases
+    may be added or dropped (the grid's extent), and a base retrained before its lanes began is taken. A
+    grid written before the weights were part of its identity still resumes."""
     import shutil
 
     from visrl_bench.core.rundir import changed_keys
+    from visrl_bench.experiments.ablation.grid import _resumable_identity
 
     bases = {a: tmp_path / a for a in ("llava", "qwen2_vl")}
     for arch, path in bases.items():
@@ -296,12 +298,29 @@ def test_a_base_retrained_in_place_is_not_resumed(tmp_path, zoomworld, tiny_chec
     data[-1] ^= 0xFF  # one more training step's worth of change, in the tensor data
     weights.write_bytes(bytes(data))
     assert changed_keys(before, cfg.identity()) == ["weights"]
-    (tmp_path / "grid").mkdir()
-    (tmp_path / "grid" / "ablation.json").write_text(json.dumps({"identity": before}))
-    with pytest.raises(VisrlError, match="different settings \\(weights\\)"):
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    (grid / "ablation.json").write_text(json.dumps({"identity": before}))
+    # no work of the retrained base yet: taken, and recorded with its new weights
+    assert _resumable_identity(cfg, before, cfg.identity())["weights"] == cfg.identity()["weights"]
+    (grid / "cells" / "base_direct" / "llava" / "seed0").mkdir(parents=True)
+    with pytest.raises(VisrlError, match="work of base\\(s\\) llava made from other weights"):
         run_ablation(cfg, progress=False)
     older = {k: v for k, v in before.items() if k != "weights"}
     assert changed_keys(older, cfg.identity()) == []
+    assert _resumable_identity(cfg, older, cfg.identity()) == cfg.identity()
+
+    # the extent: a grid of llava alone resumes one of both bases, and the other base's record is kept
+    alone = _grid_config(tmp_path, zoomworld, {a: str(p) for a, p in bases.items()}, ["base_direct"])
+    alone.bases = {"llava": str(bases["llava"])}
+    merged = _resumable_identity(alone, cfg.identity(), alone.identity())
+    assert set(merged["weights"]) == {"llava", "qwen2_vl"}
+    assert _resumable_identity(cfg, alone.identity(), cfg.identity()) == cfg.identity()
+    # a setting every cell depends on still refuses the whole grid
+    paths = {a: str(p) for a, p in bases.items()}
+    lr = _grid_config(tmp_path, zoomworld, paths, ["base_direct"], ["sft.lr=1"])
+    with pytest.raises(VisrlError, match="different settings \\(sft\\)"):
+        _resumable_identity(lr, cfg.identity(), lr.identity())
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, zoomworld, tiny_checkpoints):

@@ -152,6 +152,43 @@ def _finished(cfg: AblationConfig) -> tuple[int, int]:
 SCHEDULERS = ("pool", "local", "slurm")
 
 
+# identity keys that hold one value per base: a grid may gain or drop a base (its extent), and a base's own
+# change (retrained in place, moved) concerns that base's cells only
+PER_BASE_KEYS = ("bases_resolved", "weights")
+
+
+def _resumable_identity(cfg: AblationConfig, before: dict, now: dict) -> dict:
+    """The identity to record when `out` already holds a grid: refused when a setting every cell depends on
+    changed, or when a base that has work in `out` (an SFT model, a cell) now names other weights or another
+    folder; bases added, dropped, or changed before any of their work began are fine."""
+    out = Path(cfg.out)
+    shared = {k: v for k, v in before.items() if k not in PER_BASE_KEYS}
+    changed = changed_keys(shared, {k: v for k, v in now.items() if k not in PER_BASE_KEYS})
+    if changed:
+        raise VisrlError(
+            f"{out} holds a grid run with different settings ({', '.join(changed)}): its finished cells "
+            "would not be comparable; choose another out"
+        )
+    merged = dict(now)
+    for key in PER_BASE_KEYS:
+        old = before.get(key)
+        if old is None:  # written before the key existed (weights): not checked, as LATER_KEYS says
+            continue
+        stale = sorted(
+            b
+            for b in old.keys() & now[key].keys()
+            if old[b] != now[key][b] and ((out / "shared" / b).exists() or any(out.glob(f"cells/*/{b}")))
+        )
+        if stale:
+            raise VisrlError(
+                f"{out} holds work of base(s) {', '.join(stale)} made from other {key.replace('_', ' ')} "
+                f"(retrained or moved since): remove {out}/shared/<base> and {out}/cells/*/<base> to redo "
+                "them, or choose another out"
+            )
+        merged[key] = {**old, **now[key]}  # a base dropped this time keeps its record for a later run
+    return merged
+
+
 def run_ablation(
     cfg: AblationConfig,
     jobs: int = 1,
@@ -178,12 +215,7 @@ def run_ablation(
     identity = cfg.identity()
     config_file = out / CONFIG_FILE
     if config_file.is_file():
-        changed = changed_keys(read_identity(config_file), identity)
-        if changed:
-            raise VisrlError(
-                f"{out} holds a grid run with different settings ({', '.join(changed)}): its finished cells "
-                "would not be comparable; choose another out"
-            )
+        identity = _resumable_identity(cfg, read_identity(config_file), identity)
     config_file.write_text(
         json.dumps({"identity": identity, "config": asdict(cfg)}, indent=2, sort_keys=True, default=str)
         + "\n"
