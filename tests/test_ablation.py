@@ -431,3 +431,45 @@ def test_cells_run_as_submitit_jobs_and_a_rerun_skips_them(tmp_path, zoomworld, 
     assert bad.exit_code == 2 and "scheduler must be one of pool, local, slurm" in bad.output
     stray = CliRunner().invoke(app, [*args, "--slurm", "slurm_partition=gpu"])
     assert stray.exit_code == 2 and "--slurm options are for --scheduler slurm" in stray.output
+
+
+def test_a_pool_worker_exits_when_its_grid_is_killed(tmp_path):
+    """A killed grid (SIGKILL, an OOM kill, `pkill` of its command line) must not leave its lane workers
+    writing into cells that the restarted grid writes too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "grid.py"
+    script.write_text(
+        "import multiprocessing, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from visrl_bench.experiments.ablation.grid import _exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+        "                               initializer=_exit_with_parent, initargs=(os.getpid(), 0.1))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n"
+    )
+    grid = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(grid.stdout.readline())
+        os.kill(grid.pid, signal.SIGKILL)
+        grid.wait()
+
+        def alive(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+            except FileNotFoundError:
+                return False
+            return state != "Z"  # a zombie has exited; only its reaper is missing
+
+        deadline = time.monotonic() + 20
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(worker)
+    finally:
+        grid.kill()

@@ -50,6 +50,19 @@ def run_lane(
         return _run_cells(cfg, base, seed, rows)
 
 
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """A pool worker outlives a grid process that was killed (not interrupted) and would go on writing into
+    the cells a restarted grid is writing: it exits once its parent is gone."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _run_cells(cfg: AblationConfig, base: str, seed: int, rows: list[str]) -> dict:
     lane = Lane(cfg, base, seed)
     status = {}
@@ -257,7 +270,12 @@ def run_ablation(
         from concurrent.futures import ProcessPoolExecutor, wait
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = [
                 pool.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
             ]
