@@ -282,7 +282,7 @@ def make_zoomworld(root: Path, seed: int = 0, **sizes) -> Path:
     """A small ZoomWorld (a few images per split, or `sizes`) in the generator's real layout."""
     from dataclasses import replace
 
-    from visrl_bench.datagen.zoomworld import generate
+    from visrl_bench.datagen.zoomworld_splits import generate
 
     generate(root, seed, replace(_small_zoomworld(), **sizes))
     return root

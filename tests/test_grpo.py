@@ -193,7 +193,7 @@ def test_grpo_through_the_cli_with_the_answer_reward(tiny_checkpoints, zoomworld
 
 # --- zoom rollouts: TRL's tool loop ----------------------------------------------------------------------
 def _zoom_parser(tiny_adapters):
-    from visrl_bench.trainers.grpo import zoom_processor
+    from visrl_bench.trainers.grpo_zoom import zoom_processor
 
     adapter = tiny_adapters["qwen2_vl"]
     processor = zoom_processor(adapter.processor)
@@ -333,7 +333,7 @@ def test_the_zoom_reward_scores_the_final_reply_and_counts_only_crops_shown(zoom
 
 
 def test_zoom_rollouts_refuse_a_processor_tr_ls_tool_loop_cannot_feed(tiny_adapters):
-    from visrl_bench.trainers.grpo import check_tool_images
+    from visrl_bench.trainers.grpo_zoom import check_tool_images
 
     adapter = tiny_adapters["llava"]
     from PIL import Image

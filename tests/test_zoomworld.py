@@ -405,7 +405,8 @@ def test_pair_questions_need_both_regions(tmp_path):
     other's, so no single box can answer (direct and one-crop answers are at chance by construction)."""
     from visrl_bench.core.boxes import Box, crop_region
     from visrl_bench.core.registry import TASKS
-    from visrl_bench.datagen.zoomworld import NONE, WorldObject, ZoomWorldConfig, crop_answer, generate
+    from visrl_bench.datagen.zoomworld import NONE, WorldObject, ZoomWorldConfig, crop_answer
+    from visrl_bench.datagen.zoomworld_splits import generate
 
     cfg = ZoomWorldConfig(
         pretrain_images=2,

@@ -19,7 +19,8 @@ def zoomworld_generate(
 ) -> None:
     """Write ZoomWorld's pretrain / sft / rl / test splits (images + JSONL)."""
     from visrl_bench.core.config import load_config
-    from visrl_bench.datagen.zoomworld import ZoomWorldConfig, generate
+    from visrl_bench.datagen.zoomworld import ZoomWorldConfig
+    from visrl_bench.datagen.zoomworld_splits import generate
 
     try:
         cfg = load_config(ZoomWorldConfig, config)

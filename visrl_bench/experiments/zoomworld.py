@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from visrl_bench.core.errors import VisrlError
-from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig, generate
+from visrl_bench.datagen.zoomworld import PATTERNS, ZoomWorldConfig
+from visrl_bench.datagen.zoomworld_splits import generate
 from visrl_bench.report import markdown
 
 ARCHS = ("llava", "qwen3_vl")

@@ -112,7 +112,7 @@ def _submit_lanes(cfg: AblationConfig, lanes: list, jobs: int, cluster: str, slu
 def ensure_data(cfg: AblationConfig) -> None:
     if cfg.zoomworld_seed is None or cfg.task != "zoomworld":
         return
-    from visrl_bench.datagen.zoomworld import generate
+    from visrl_bench.datagen.zoomworld_splits import generate
 
     marker = Path(cfg.data) / "zoomworld.json"
     if marker.is_file():
