@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,10 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
     md = (tmp_path / "board" / "table.md").read_text()
     assert "| configuration | llava | qwen2_vl | average |" in md
     assert "## Which of the paper's findings reproduce here" in md
+    # each claim is judged on accuracy, with where the models look (focus IoU) beside it
+    claim = next(line for line in md.splitlines() if line.startswith("- **RL improves on its SFT warm-up**"))
+    assert re.search(r"visrl − sft = [+-]\d+\.\d points .*; focus IoU: average: [+-]\d+\.\d \[", claim)
+    assert re.search(r"- \*\*control\*\* — swapped_labels − sft = .*; focus IoU [+-]\d+\.\d \[", md)
     assert "](table_runs/visrl/llava/seed0/results.json)" in md
     assert "Gold-crop accuracy (%) of each cell's final model" in md and "| swapped_labels | " in md
 

@@ -66,9 +66,19 @@ def verdict(lo: float, hi: float) -> str:
     return "not detected (CI includes 0)"
 
 
+def _gain(at: dict, other: str, column: str, metric: str) -> tuple[float, float, float, float] | None:
+    """(the full method minus `other`, its paired CI, p) in one column, from the entry's stored difference
+    (other minus the reference row); None where the cell has no such metric."""
+    e = at.get((other, column, metric))
+    if e is None or e.diff is None:
+        return None
+    return 0.0 - e.diff, 0.0 - e.diff_ci[1], 0.0 - e.diff_ci[0], e.diff_p  # 0.0 - x: no "-0.0"
+
+
 def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
     """The paper's claims, each judged by the paired CI of (full method - ablation) on the average column
-    (or the single base), written out from the numbers; nothing here is tuned to agree."""
+    (or the single base) in the headline metric, with focus IoU's difference beside it, written out from
+    the numbers; nothing here is tuned to agree."""
     from visrl_bench.metrics.stats import paired_difference
     from visrl_bench.report import leaderboard as lb
 
@@ -83,38 +93,43 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
         f'95% CI of `{REFERENCE_ROW}` minus the other row: "reproduces" only when the CI excludes 0.'
     )
     lines.append("")
+    columns = [column] + ([b for b in cfg.bases] if column == lb.AVERAGE else [])
     for claim, other, _direction in FINDINGS:
         if other not in cfg.rows:
             continue
-        parts = []
-        for col in [column] + ([b for b in cfg.bases] if column == lb.AVERAGE else []):
-            e = at.get((other, col, metric))
-            if e is None or e.diff is None:
-                continue
-            gain, lo, hi = 0.0 - e.diff, 0.0 - e.diff_ci[1], 0.0 - e.diff_ci[0]  # 0.0 - x: no "-0.0"
-            parts.append((col, gain, lo, hi, e.diff_p))
+        parts = [(col, g) for col in columns if (g := _gain(at, other, col, metric))]
         if not parts:
             continue
-        col, gain, lo, hi, p = parts[0]
-        per_base = "; ".join(f"{c}: {g:+.1f} [{a:+.1f}, {b:+.1f}]" for c, g, a, b, _ in parts[1:])
-        lines.append(
+        _, (gain, lo, hi, p) = parts[0]
+        per_base = "; ".join(f"{c}: {g:+.1f} [{a:+.1f}, {b:+.1f}]" for c, (g, a, b, _) in parts[1:])
+        line = (
             f"- **{claim}** — {verdict(lo, hi)}: {REFERENCE_ROW} − {other} = {gain:+.1f} points "
-            f"[{lo:+.1f}, {hi:+.1f}], p = {p:.3g}" + (f" ({per_base})" if per_base else "") + "."
+            f"[{lo:+.1f}, {hi:+.1f}], p = {p:.3g}" + (f" ({per_base})" if per_base else "")
         )
+        focus = [(c, g) for c in columns if (g := _gain(at, other, c, "focus_iou"))]
+        if focus:  # where the model looks: the claim's other half (rows without boxes have no focus IoU)
+            line += "; focus IoU: " + "; ".join(
+                f"{c}: {g:+.1f} [{a:+.1f}, {b:+.1f}]" for c, (g, a, b, _) in focus
+            )
+        lines.append(line + ".")
     if "swapped_labels" in cfg.rows and "sft" in cfg.rows:
-        for col in [column]:
-            a, b = at.get(("swapped_labels", col, metric)), at.get(("sft", col, metric))
-            if a and b and a.scores and b.scores:
-                d, (lo, hi), p, _ = paired_difference(a.scores, b.scores)
-                ok = (
-                    "as it must, it does not beat SFT"
-                    if lo <= 0
-                    else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
-                )
-                lines.append(
-                    f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
-                    f"p = {p:.3g}: {ok}."
-                )
+        a, b = at.get(("swapped_labels", column, metric)), at.get(("sft", column, metric))
+        if a and b and a.scores and b.scores:
+            d, (lo, hi), p, _ = paired_difference(a.scores, b.scores)
+            ok = (
+                "as it must, it does not beat SFT"
+                if lo <= 0
+                else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
+            )
+            fa, fb = at.get(("swapped_labels", column, "focus_iou")), at.get(("sft", column, "focus_iou"))
+            focus = ""
+            if fa and fb and fa.scores and fb.scores:
+                fd, (flo, fhi), _, _ = paired_difference(fa.scores, fb.scores)
+                focus = f"; focus IoU {fd:+.1f} [{flo:+.1f}, {fhi:+.1f}]"
+            lines.append(
+                f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
+                f"p = {p:.3g}{focus}: {ok}."
+            )
     diag = []
     for r in runs:
         cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
