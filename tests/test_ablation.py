@@ -392,9 +392,15 @@ def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld,
     tiny_grpo = ["grpo.max_steps=2", "grpo.batch_size=4", "grpo.num_generations=4", "grpo.limit=4"]
     tiny_grpo += ["grpo.reply_max_new_tokens=5", "grpo.logging_steps=1"]
     cfg = _grid_config(tmp_path, zoomworld, tiny_checkpoints, rows, tiny_grpo)
-    cfg.bases = {"qwen2_vl": cfg.bases["qwen2_vl"]}
+    # multi-turn zoom rollouts need a Qwen-style processor: LLaVA's lane has no grpo_zoom cell, and the
+    # grid is complete (its leaderboard written) without one
+    assert cfg.lane_rows("llava") == ["sft", "grpo", "grpo_permuted_rewards"]
+    assert cfg.lane_rows("qwen2_vl") == rows
     summary = run_ablation(cfg, jobs=1, progress=False)
-    assert summary["done"] == 4 and summary["failed"] == 0
+    assert summary["done"] == summary["cells"] == 7 and summary["failed"] == 0
+    assert not cfg.cell_dir("grpo_zoom", "llava", 0).exists()
+    md = (tmp_path / "board" / "table.md").read_text()
+    assert "| grpo_zoom | - | [0.0 [0.0, 0.0]](table_runs/grpo_zoom/qwen2_vl/seed0/results.json) | - |" in md
     zoom = json.loads((cfg.cell_dir("grpo_zoom", "qwen2_vl", 0) / "cell.json").read_text())
     assert zoom["mode"] == "zoom" and zoom["grpo_overrides"] == {"rollout": "zoom"}
     assert zoom["grpo"]["answer_rollouts"] == 8 and zoom["grpo"]["crops_per_trajectory"] >= 1

@@ -90,7 +90,7 @@ def _submit_lanes(cfg: AblationConfig, lanes: list, jobs: int, cluster: str, slu
         executor.update_parameters(**{"timeout_min": 24 * 60, "slurm_array_parallelism": jobs, **slurm})
         with executor.batch():
             submitted = [
-                executor.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
+                executor.submit(run_lane, cfg, b, s, cfg.lane_rows(b), threads, worker=True) for b, s in lanes
             ]
     else:
         executor.update_parameters(timeout_min=24 * 60)
@@ -99,7 +99,7 @@ def _submit_lanes(cfg: AblationConfig, lanes: list, jobs: int, cluster: str, slu
         if cluster == "local":  # the local executor starts what it is given at once: `jobs` at a time
             while waiting and sum(not j.done() for j in submitted) < jobs:
                 b, s = waiting.pop(0)
-                submitted.append(executor.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True))
+                submitted.append(executor.submit(run_lane, cfg, b, s, cfg.lane_rows(b), threads, worker=True))
         if all(j.done() for j in submitted) and not (cluster == "local" and waiting):
             break
         time.sleep(1.0)
@@ -262,7 +262,7 @@ def run_ablation(
         _submit_lanes(cfg, lanes, jobs, scheduler, slurm or {}, report)
     elif jobs <= 1:
         for base, seed in lanes:
-            for name in cfg.rows:
+            for name in cfg.lane_rows(base):
                 run_lane(cfg, base, seed, [name])
                 report()
     else:
@@ -277,7 +277,7 @@ def run_ablation(
             initargs=(os.getpid(),),
         ) as pool:
             futures = [
-                pool.submit(run_lane, cfg, b, s, list(cfg.rows), threads, worker=True) for b, s in lanes
+                pool.submit(run_lane, cfg, b, s, cfg.lane_rows(b), threads, worker=True) for b, s in lanes
             ]
             pending = set(futures)
             while pending:

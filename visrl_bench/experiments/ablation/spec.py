@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,24 @@ class Row:
     generate: dict[str, Any] = field(default_factory=dict)
     dpo: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
+    # the row needs a base whose adapter passes images through TRL's tool loop (`tool_images`); on other
+    # bases the grid has no such cell
+    tool_images: bool = False
+
+    def applies_to(self, base_path: str) -> bool:
+        return not self.tool_images or _takes_tool_images(base_path)
+
+
+@cache
+def _takes_tool_images(base_path: str) -> bool:
+    from visrl_bench.core.registry import MODELS
+    from visrl_bench.models import read_arch
+
+    try:
+        arch = read_arch(base_path)
+    except VisrlError:  # no readable checkpoint: keep the cell, whose run then says what is wrong
+        return True
+    return bool(getattr(MODELS.load(arch), "tool_images", False))
 
 
 ROWS: tuple[Row, ...] = (
@@ -67,10 +86,11 @@ GRPO_ROWS: tuple[Row, ...] = (
     Row(
         "grpo_zoom",
         "GRPO on whole multi-turn zoom trajectories (up to 3 crops, TRL's tool loop), evaluated in zoom "
-        "mode; Qwen-style processors only",
+        "mode; Qwen-style processors only (no cell on other bases)",
         mode="zoom",
         trainer="grpo",
         grpo={"rollout": "zoom"},
+        tool_images=True,
     ),
     Row(
         "grpo_permuted_rewards",
@@ -173,8 +193,13 @@ class AblationConfig(Bounded):
             raise VisrlError(f"option seeds must be whole numbers >= 0, got {self.seeds!r}")
 
     def cells(self) -> list[tuple[Row, str, int]]:
-        """The grid in run order: lanes (base, seed) outermost so a lane's shared work is reused at once."""
-        return [(ROW_BY_NAME[r], b, s) for b in self.bases for s in self.seeds for r in self.rows]
+        """The grid in run order: lanes (base, seed) outermost so a lane's shared work is reused at once.
+        A row that does not apply to a base (`Row.applies_to`) has no cell there."""
+        return [(ROW_BY_NAME[r], b, s) for b in self.bases for s in self.seeds for r in self.lane_rows(b)]
+
+    def lane_rows(self, base: str) -> list[str]:
+        """The rows a lane of `base` runs, in table order."""
+        return [r for r in self.rows if ROW_BY_NAME[r].applies_to(self.bases[base])]
 
     def cell_dir(self, row: str, base: str, seed: int) -> Path:
         return Path(self.out) / "cells" / row / base / f"seed{seed}"

@@ -81,6 +81,9 @@ class HFAdapter:
     default_convention: ClassVar[BoxConvention]
     model_class: ClassVar[str] = ""
     vision_module: ClassVar[str] = ""  # the vision tower's module name (frozen unless train_vision)
+    # whether a tool's images reach TRL's multi-turn tool loop in inputs this model takes (Qwen-style
+    # image_grid_thw); GRPO's `zoom` rollout needs it
+    tool_images: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -75,6 +75,7 @@ class Qwen2VLAdapter(HFAdapter):
     default_convention = BoxConvention.NORM1000
     model_class = "Qwen2VLForConditionalGeneration"
     vision_module = "visual"
+    tool_images = True
 
     def load_processor(self, path: Path):
         tokenizer = self.load_tokenizer(path)
