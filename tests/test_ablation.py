@@ -257,6 +257,7 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
         full, control = cells["visrl"]["generate_stats"], cells["swapped_labels"]["generate_stats"]
         assert len(full) == 1 and full[0]["derived_from"] == control[0]["derived_from"]
         assert full[0]["questions_seen"] == 4
+        assert (Path(full[0]["samples"]) / "stats.json").is_file()  # where the round's pairs came from
         # every cell's final model is also asked from the gold crop: reading must survive training
         assert all(0 <= cells[r]["gold_crop_accuracy"] <= 100 for r in cells)
         trained = cfg.cell_dir("visrl", base, 0) / "work" / "round_1" / "train"
@@ -279,6 +280,8 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
     assert re.search(r"visrl − sft = [+-]\d+\.\d points .*; focus IoU: average: [+-]\d+\.\d \[", claim)
     assert re.search(r"- \*\*control\*\* — swapped_labels − sft = .*; focus IoU [+-]\d+\.\d \[", md)
     assert "](table_runs/visrl/llava/seed0/results.json)" in md
+    # a DPO round's cost: 4 questions x 2 boxes, each answered twice (the tiny models may give no pair)
+    assert re.search(r"\| visrl \| llava \| 8 \| 16 \| \d+ \| [\d,]+ \| \d+ \| \d+ \| \d+ \|", md)
     assert "Gold-crop accuracy (%) of each cell's final model" in md and "| swapped_labels | " in md
 
 
@@ -401,6 +404,8 @@ def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld,
     assert not cfg.cell_dir("grpo_zoom", "llava", 0).exists()
     md = (tmp_path / "board" / "table.md").read_text()
     assert "| grpo_zoom | - | [0.0 [0.0, 0.0]](table_runs/grpo_zoom/qwen2_vl/seed0/results.json) | - |" in md
+    # the families' cost side by side: GRPO samples its 8 boxes (and their answers) inside training
+    assert re.search(r"\| grpo \| llava \| 8 \| 8 \| - \| [\d,]+ \| in training \| \d+ \| \d+ \|", md)
     zoom = json.loads((cfg.cell_dir("grpo_zoom", "qwen2_vl", 0) / "cell.json").read_text())
     assert zoom["mode"] == "zoom" and zoom["grpo_overrides"] == {"rollout": "zoom"}
     assert zoom["grpo"]["answer_rollouts"] == 8 and zoom["grpo"]["crops_per_trajectory"] >= 1

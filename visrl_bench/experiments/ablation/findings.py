@@ -45,7 +45,8 @@ def write_leaderboard(cfg: AblationConfig) -> tuple[list[Path], str]:
         reference=reference,
         intro=intro,
         descriptions=descriptions,
-        extra_markdown=findings_markdown(cfg, entries, runs, metric),
+        extra_markdown=findings_markdown(cfg, entries, runs, metric)
+        + "\n".join([*gold_check_markdown(cfg, runs), *compute_markdown(cfg, runs), ""]),
     ), table
 
 
@@ -154,7 +155,6 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
             "closer to the target than rejected ones, the reward says nothing about where to look, and no "
             "variant of the method can learn focus from it.",
         ]
-    lines += gold_check_markdown(cfg, runs)
     return "\n".join(lines) + "\n"
 
 
@@ -181,4 +181,97 @@ def gold_check_markdown(cfg: AblationConfig, runs) -> list[str]:
         if any(values):
             cells = [f"{sum(v) / len(v):.1f}" if v else "-" for v in values]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _last_num_tokens(log_csv: Path) -> float:
+    """TRL's running count of the tokens its trainer processed (`num_tokens`), at the last logged step."""
+    import csv
+
+    if not log_csv.is_file():
+        return 0.0
+    with log_csv.open(newline="") as f:
+        values = [r["num_tokens"] for r in csv.DictReader(f) if r.get("num_tokens")]
+    return float(values[-1]) if values else 0.0
+
+
+def cell_compute(cell_dir: Path, cell: dict) -> dict[str, float] | None:
+    """What one RL cell cost: box and answer rollouts sampled, pairs trained on, tokens its trainer processed
+    (TRL's `num_tokens`, over every round and pass) and seconds spent sampling and training. A DPO round's
+    samples may come from the lane's shared store (generated once for several rows): their sampling
+    seconds are counted in every row that learns from them. GRPO samples inside its training loop."""
+    work = cell_dir / "work"
+    if cell.get("trainer") == "grpo" and cell.get("grpo"):
+        g = cell["grpo"]
+        return {
+            "boxes": g.get("sampled_boxes", 0),
+            "answers": g.get("answer_rollouts", 0),
+            "pairs": 0,
+            "tokens": _last_num_tokens(work / "grpo" / "log.csv"),
+            "sampling_s": 0.0,
+            "training_s": g.get("seconds", 0.0),
+            "grpo": 1.0,
+        }
+    stats = cell.get("generate_stats") or []
+    if not stats:
+        return None
+    out = dict.fromkeys(("boxes", "answers", "pairs", "tokens", "sampling_s", "training_s", "grpo"), 0.0)
+    for k, round_stats in enumerate(stats, 1):
+        train = work / f"round_{k}" / "train"
+        summary = {}
+        if (train / "train_summary.json").is_file():  # a round without pairs trained nothing
+            summary = json.loads((train / "train_summary.json").read_text())
+            out["pairs"] += summary.get("pairs", 0)
+            out["training_s"] += summary.get("seconds", 0.0)
+            out["tokens"] += _last_num_tokens(train / "log.csv")
+        # the round's pairs folder: the samples themselves (filter off) or a filtered view of them (cells
+        # written before cell.json named it: the folder the round trained on)
+        pairs = Path(round_stats.get("samples") or summary.get("config", {}).get("pairs") or "")
+        sampling = pairs.parent / "sampling.json"
+        if sampling.is_file():
+            setting = json.loads(sampling.read_text())
+            boxes = round_stats.get("questions_seen", 0) * setting.get("k", 0)
+            out["boxes"] += boxes
+            out["answers"] += boxes * setting.get("answer_samples", 1)
+        drawn = pairs / "stats.json"
+        if drawn.is_file() and (src := json.loads(drawn.read_text()).get("derived_from")):
+            drawn = Path(src) / "stats.json"
+        if drawn.is_file():
+            out["sampling_s"] += json.loads(drawn.read_text()).get("seconds_this_run", 0.0)
+    return out
+
+
+def compute_markdown(cfg: AblationConfig, runs) -> list[str]:
+    """The RL rows' cost side by side (means over seeds): what a family's result was bought with."""
+    cost: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for r in runs:
+        cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
+        if cell.get("trainer") and (c := cell_compute(r.path, cell)) is not None:
+            cost.setdefault((cell["row"], cell["base"]), []).append({**c, "cell_s": cell.get("seconds", 0.0)})
+    if not cost:
+        return []
+    lines = [
+        "",
+        "Compute of each RL configuration (mean over seeds): box and answer rollouts sampled, preference "
+        "pairs trained on, tokens the trainer processed (TRL's `num_tokens`, every round and pass), and "
+        "seconds spent sampling (a DPO round's samples; shared samples counted in each row that uses them; "
+        "GRPO samples inside training), training, and in the whole cell (shared samples excluded):",
+        "",
+        "| configuration | base | boxes sampled | answers sampled | pairs | tokens trained | sampling s "
+        "| training s | cell s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in cfg.rows:
+        for base in cfg.bases:
+            seeds = cost.get((row, base))
+            if not seeds:
+                continue
+            m = {k: sum(c[k] for c in seeds) / len(seeds) for k in seeds[0]}
+            lines.append(
+                f"| {row} | {base} | {m['boxes']:,.0f} | {m['answers']:,.0f} | "
+                + (f"{m['pairs']:,.0f}" if not m["grpo"] else "-")
+                + f" | {m['tokens']:,.0f} | "
+                + (f"{m['sampling_s']:.0f}" if not m["grpo"] else "in training")
+                + f" | {m['training_s']:.0f} | {m['cell_s']:.0f} |"
+            )
     return lines

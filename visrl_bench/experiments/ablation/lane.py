@@ -129,18 +129,22 @@ class Lane:
             "rounds": cfg.rounds if row.trainer in ("dpo", "step_dpo") else 0,
             "generate_stats": [
                 {
-                    k: portable(s.get(k)) if k == "derived_from" else s.get(k)
-                    for k in (
-                        "questions_seen",
-                        "kept",
-                        "mixed",
-                        "all_right",
-                        "all_wrong",
-                        "pairs",
-                        "gold_iou",
-                        "focus_signal",
-                        "derived_from",
-                    )
+                    # where the round's pairs were read from (the samples, or a filtered view of them)
+                    "samples": portable(s.get("samples")),
+                    **{
+                        k: portable(s.get(k)) if k == "derived_from" else s.get(k)
+                        for k in (
+                            "questions_seen",
+                            "kept",
+                            "mixed",
+                            "all_right",
+                            "all_wrong",
+                            "pairs",
+                            "gold_iou",
+                            "focus_signal",
+                            "derived_from",
+                        )
+                    },
                 }
                 for s in stats
             ],
@@ -220,7 +224,7 @@ class Lane:
 
         def provider(gen_cfg):
             data_dir, s = self.data(gen_cfg)
-            stats.append(s)
+            stats.append({**s, "samples": str(data_dir)})  # the folder the round's pairs are read from
             return data_dir, s
 
         t = time.perf_counter()
