@@ -257,7 +257,8 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
         full, control = cells["visrl"]["generate_stats"], cells["swapped_labels"]["generate_stats"]
         assert len(full) == 1 and full[0]["derived_from"] == control[0]["derived_from"]
         assert full[0]["questions_seen"] == 4
-        assert (Path(full[0]["samples"]) / "stats.json").is_file()  # where the round's pairs came from
+        # where the round's pairs came from, relative to the grid's folder
+        assert (Path(cfg.out) / full[0]["samples"] / "stats.json").is_file()
         # every cell's final model is also asked from the gold crop: reading must survive training
         assert all(0 <= cells[r]["gold_crop_accuracy"] <= 100 for r in cells)
         trained = cfg.cell_dir("visrl", base, 0) / "work" / "round_1" / "train"
@@ -273,6 +274,11 @@ def test_grid_interrupted_then_resumed(tmp_path, zoomworld, tiny_checkpoints, mo
         run_ablation(changed, progress=False)
 
     md = (tmp_path / "board" / "table.md").read_text()
+    # a rerun over one of the two bases leaves the two-base table as it is
+    alone = _grid_config(tmp_path, zoomworld, tiny_checkpoints, rows)
+    alone.bases = {"llava": alone.bases["llava"]}
+    assert "qwen2_vl" in run_ablation(alone, progress=False)["leaderboard_skipped"]
+    assert (tmp_path / "board" / "table.md").read_text() == md
     assert "| configuration | llava | qwen2_vl | average |" in md
     assert "## Which of the paper's findings reproduce here" in md
     # each claim is judged on accuracy, with where the models look (focus IoU) beside it
@@ -311,9 +317,14 @@ def test_a_base_retrained_in_place_is_not_resumed(tmp_path, zoomworld, tiny_chec
     (grid / "ablation.json").write_text(json.dumps({"identity": before}))
     # no work of the retrained base yet: taken, and recorded with its new weights
     assert _resumable_identity(cfg, before, cfg.identity())["weights"] == cfg.identity()["weights"]
-    (grid / "cells" / "base_direct" / "llava" / "seed0").mkdir(parents=True)
-    with pytest.raises(VisrlError, match="work of base\\(s\\) llava made from other weights"):
+    (grid / "cells" / "base_direct" / "llava" / "seed0").mkdir(parents=True)  # begun, nothing made yet
+    assert _resumable_identity(cfg, before, cfg.identity())["weights"] == cfg.identity()["weights"]
+    (grid / "cells" / "base_direct" / "llava" / "seed0" / "cell.json").write_text("{}")
+    with pytest.raises(VisrlError, match="work of base\\(s\\) llava made from another weights"):
         run_ablation(cfg, progress=False)
+    # a base whose folder did not exist when the grid began: nothing was made from it
+    missing = {**before, "weights": {**before["weights"], "llava": ""}}
+    assert _resumable_identity(cfg, missing, cfg.identity())["weights"] == cfg.identity()["weights"]
     older = {k: v for k, v in before.items() if k != "weights"}
     assert changed_keys(older, cfg.identity()) == []
     assert _resumable_identity(cfg, older, cfg.identity()) == cfg.identity()
@@ -470,18 +481,19 @@ def test_a_pool_worker_exits_when_its_grid_is_killed(tmp_path):
         "    pool.submit(time.sleep, 120)\n"
         "    time.sleep(120)\n"
     )
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state != "Z"  # a zombie has exited; only its reaper is missing
+
     grid = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         worker = int(grid.stdout.readline())
         os.kill(grid.pid, signal.SIGKILL)
         grid.wait()
-
-        def alive(pid: int) -> bool:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-            except FileNotFoundError:
-                return False
-            return state != "Z"  # a zombie has exited; only its reaper is missing
 
         deadline = time.monotonic() + 20
         while alive(worker) and time.monotonic() < deadline:
@@ -489,3 +501,5 @@ def test_a_pool_worker_exits_when_its_grid_is_killed(tmp_path):
         assert not alive(worker)
     finally:
         grid.kill()
+        if "worker" in locals() and alive(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -341,5 +341,10 @@ def test_zoom_rollouts_refuse_a_processor_tr_ls_tool_loop_cannot_feed(tiny_adapt
     with pytest.raises(VisrlError, match="image_grid_thw"):
         check_tool_images(adapter, Image.new("RGB", (64, 48)))
     check_tool_images(tiny_adapters["qwen2_vl"], Image.new("RGB", (64, 48)))
+    # the ablation grid decides from the adapter's flag which bases get a grpo_zoom cell: the flag must say
+    # what the processor does, for every architecture
+    for arch, each in tiny_adapters.items():
+        takes = "image_grid_thw" in each.processor.image_processor(images=[Image.new("RGB", (64, 48))])
+        assert type(each).tool_images == takes, arch
     with pytest.raises(VisrlError, match="rollout takes"):
         GRPOConfig(model="x", out="y", rollout="tools")

@@ -119,6 +119,7 @@ def ablate_command(
     typer.echo(
         f"{summary['done']}/{summary['cells']} cells done, {summary['failed']} failed, {summary['seconds']} s"
         + (f"; wrote {', '.join(summary['leaderboard'])}" if summary.get("leaderboard") else "")
+        + (f"; leaderboard not written: {skipped}" if (skipped := summary.get("leaderboard_skipped")) else "")
     )
     if summary["failed"]:
         failed = [

@@ -133,7 +133,7 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
             )
     diag = []
     for r in runs:
-        cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
+        cell = _cell_info(r.path)
         if cell.get("row") != REFERENCE_ROW:
             continue
         for k, s in enumerate(cell.get("generate_stats", []), 1):
@@ -163,7 +163,7 @@ def gold_check_markdown(cfg: AblationConfig, runs) -> list[str]:
     shares the language model with the answer step, and must not cost it the ability to read."""
     acc: dict[tuple[str, str], list[float]] = {}
     for r in runs:
-        cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
+        cell = _cell_info(r.path)
         if cell.get("gold_crop_accuracy") is not None:
             acc.setdefault((cell["row"], cell["base"]), []).append(cell["gold_crop_accuracy"])
     if not acc:
@@ -195,83 +195,106 @@ def _last_num_tokens(log_csv: Path) -> float:
     return float(values[-1]) if values else 0.0
 
 
-def cell_compute(cell_dir: Path, cell: dict) -> dict[str, float] | None:
+def _cell_info(cell_dir: Path) -> dict:
+    """A cell's cell.json ({} while the cell has not finished)."""
+    return json.loads((cell_dir / CELL_FILE).read_text()) if (cell_dir / CELL_FILE).is_file() else {}
+
+
+def cell_compute(cell_dir: Path, cell: dict, out: Path) -> dict[str, float | None] | None:
     """What one RL cell cost: box and answer rollouts sampled, pairs trained on, tokens its trainer processed
-    (TRL's `num_tokens`, over every round and pass) and seconds spent sampling and training. A DPO round's
-    samples may come from the lane's shared store (generated once for several rows): their sampling
-    seconds are counted in every row that learns from them. GRPO samples inside its training loop."""
+    (TRL's `num_tokens`, over every round and pass) and seconds spent sampling and training; None for a
+    value whose record cannot be found. A DPO round's samples may come from the lane's shared store
+    (generated once for several rows): their sampling seconds are counted in every row that learns from
+    them. GRPO samples inside its training loop. `out`: the grid's folder (cell.json names samples in it)."""
+    from visrl_bench.datagen.pairs import STATS_FILE
+
     work = cell_dir / "work"
     if cell.get("trainer") == "grpo" and cell.get("grpo"):
         g = cell["grpo"]
         return {
-            "boxes": g.get("sampled_boxes", 0),
-            "answers": g.get("answer_rollouts", 0),
+            "boxes": g.get("sampled_boxes"),
+            "answers": g.get("answer_rollouts"),
             "pairs": 0,
             "tokens": _last_num_tokens(work / "grpo" / "log.csv"),
             "sampling_s": 0.0,
-            "training_s": g.get("seconds", 0.0),
+            "training_s": g.get("seconds"),
             "grpo": 1.0,
         }
     stats = cell.get("generate_stats") or []
     if not stats:
         return None
-    out = dict.fromkeys(("boxes", "answers", "pairs", "tokens", "sampling_s", "training_s", "grpo"), 0.0)
+    cost: dict[str, float | None] = dict.fromkeys(("boxes", "answers", "pairs", "tokens", "training_s"), 0.0)
+    cost |= {"sampling_s": 0.0, "grpo": 0.0}
+
+    def add(key: str, value: float | None) -> None:
+        cost[key] = None if value is None or cost[key] is None else cost[key] + value
+
     for k, round_stats in enumerate(stats, 1):
         train = work / f"round_{k}" / "train"
         summary = {}
         if (train / "train_summary.json").is_file():  # a round without pairs trained nothing
             summary = json.loads((train / "train_summary.json").read_text())
-            out["pairs"] += summary.get("pairs", 0)
-            out["training_s"] += summary.get("seconds", 0.0)
-            out["tokens"] += _last_num_tokens(train / "log.csv")
-        # the round's pairs folder: the samples themselves (filter off) or a filtered view of them (cells
-        # written before cell.json named it: the folder the round trained on)
-        pairs = Path(round_stats.get("samples") or summary.get("config", {}).get("pairs") or "")
-        sampling = pairs.parent / "sampling.json"
-        if sampling.is_file():
-            setting = json.loads(sampling.read_text())
-            boxes = round_stats.get("questions_seen", 0) * setting.get("k", 0)
-            out["boxes"] += boxes
-            out["answers"] += boxes * setting.get("answer_samples", 1)
-        drawn = pairs / "stats.json"
+            add("pairs", summary.get("pairs", 0))
+            add("training_s", summary.get("seconds", 0.0))
+            add("tokens", _last_num_tokens(train / "log.csv"))
+        # the round's pairs folder: the samples themselves (filter off) or a filtered view of them; cells
+        # written before cell.json named it: the folder the round trained on
+        named = round_stats.get("samples")
+        pairs = out / named if named else Path(p) if (p := summary.get("config", {}).get("pairs")) else None
+        sampling = pairs.parent / "sampling.json" if pairs else None
+        if sampling is None or not sampling.is_file():
+            add("boxes", None)
+            add("answers", None)
+            add("sampling_s", None)
+            continue
+        setting = json.loads(sampling.read_text())
+        boxes = round_stats.get("questions_seen", 0) * setting.get("k", 0)
+        add("boxes", boxes)
+        add("answers", boxes * setting.get("answer_samples", 1))
+        drawn = pairs / STATS_FILE
         if drawn.is_file() and (src := json.loads(drawn.read_text()).get("derived_from")):
-            drawn = Path(src) / "stats.json"
-        if drawn.is_file():
-            out["sampling_s"] += json.loads(drawn.read_text()).get("seconds_this_run", 0.0)
-    return out
+            drawn = Path(src) / STATS_FILE
+        add("sampling_s", json.loads(drawn.read_text()).get("seconds_this_run") if drawn.is_file() else None)
+    return cost
 
 
 def compute_markdown(cfg: AblationConfig, runs) -> list[str]:
     """The RL rows' cost side by side (means over seeds): what a family's result was bought with."""
-    cost: dict[tuple[str, str], list[dict[str, float]]] = {}
+    cost: dict[tuple[str, str], list[dict[str, float | None]]] = {}
     for r in runs:
-        cell = json.loads((r.path / CELL_FILE).read_text()) if (r.path / CELL_FILE).is_file() else {}
-        if cell.get("trainer") and (c := cell_compute(r.path, cell)) is not None:
-            cost.setdefault((cell["row"], cell["base"]), []).append({**c, "cell_s": cell.get("seconds", 0.0)})
+        cell = _cell_info(r.path)
+        if cell.get("trainer") and (c := cell_compute(r.path, cell, Path(cfg.out))) is not None:
+            cost.setdefault((cell["row"], cell["base"]), []).append({**c, "cell_s": cell.get("seconds")})
     if not cost:
         return []
     lines = [
         "",
-        "Compute of each RL configuration (mean over seeds): box and answer rollouts sampled, preference "
-        "pairs trained on, tokens the trainer processed (TRL's `num_tokens`, every round and pass), and "
-        "seconds spent sampling (a DPO round's samples; shared samples counted in each row that uses them; "
-        "GRPO samples inside training), training, and in the whole cell (shared samples excluded):",
+        "Compute of each RL configuration (mean over seeds; ? where a record is missing): box and answer "
+        "rollouts sampled, preference pairs trained on, tokens the trainer processed (TRL's `num_tokens`, "
+        "every round and pass), and seconds spent sampling (a DPO round's samples, counted in every row "
+        "that learns from them; GRPO samples inside training), training, and in the whole cell (which "
+        "includes shared work it happened to do first for its lane, such as samples other rows reuse):",
         "",
         "| configuration | base | boxes sampled | answers sampled | pairs | tokens trained | sampling s "
         "| training s | cell s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def mean(seeds: list[dict], key: str, form: str) -> str:
+        values = [c[key] for c in seeds]
+        return "?" if any(v is None for v in values) else format(sum(values) / len(values), form)
+
     for row in cfg.rows:
         for base in cfg.bases:
             seeds = cost.get((row, base))
             if not seeds:
                 continue
-            m = {k: sum(c[k] for c in seeds) / len(seeds) for k in seeds[0]}
+            grpo = seeds[0]["grpo"]
             lines.append(
-                f"| {row} | {base} | {m['boxes']:,.0f} | {m['answers']:,.0f} | "
-                + (f"{m['pairs']:,.0f}" if not m["grpo"] else "-")
-                + f" | {m['tokens']:,.0f} | "
-                + (f"{m['sampling_s']:.0f}" if not m["grpo"] else "in training")
-                + f" | {m['training_s']:.0f} | {m['cell_s']:.0f} |"
+                f"| {row} | {base} | {mean(seeds, 'boxes', ',.0f')} | {mean(seeds, 'answers', ',.0f')} | "
+                + ("-" if grpo else mean(seeds, "pairs", ",.0f"))
+                + f" | {mean(seeds, 'tokens', ',.0f')} | "
+                + ("in training" if grpo else mean(seeds, "sampling_s", ".0f"))
+                + f" | {mean(seeds, 'training_s', '.0f')} | {mean(seeds, 'cell_s', '.0f')} |"
             )
     return lines

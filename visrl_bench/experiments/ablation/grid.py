@@ -13,6 +13,7 @@ from typing import Any
 from visrl_bench.core.errors import VisrlError
 from visrl_bench.core.io import write_text_atomic
 from visrl_bench.core.rundir import changed_keys, read_identity
+from visrl_bench.datagen.pairs import STATS_FILE
 from visrl_bench.experiments.ablation.findings import write_leaderboard
 from visrl_bench.experiments.ablation.lane import Lane
 from visrl_bench.experiments.ablation.spec import (
@@ -170,10 +171,21 @@ SCHEDULERS = ("pool", "local", "slurm")
 PER_BASE_KEYS = ("bases_resolved", "weights")
 
 
+def _has_work(out: Path, base: str) -> bool:
+    """Whether `out` holds anything made from `base`: a finished cell, an SFT model or a round's samples
+    (an empty cell folder or a failed cell's error.json was made from nothing)."""
+    return (
+        any(out.glob(f"cells/*/{base}/seed*/{CELL_FILE}"))
+        or any(out.glob(f"shared/{base}/seed*/*/final/config.json"))
+        or any(out.glob(f"shared/{base}/seed*/samples/*/*/{STATS_FILE}"))
+    )
+
+
 def _resumable_identity(cfg: AblationConfig, before: dict, now: dict) -> dict:
     """The identity to record when `out` already holds a grid: refused when a setting every cell depends on
-    changed, or when a base that has work in `out` (an SFT model, a cell) now names other weights or another
-    folder; bases added, dropped, or changed before any of their work began are fine."""
+    changed, or when a base that has work in `out` (an SFT model, samples, a finished cell) now names other
+    weights or another folder; bases added, dropped, or changed before any of their work was done are
+    fine."""
     out = Path(cfg.out)
     shared = {k: v for k, v in before.items() if k not in PER_BASE_KEYS}
     changed = changed_keys(shared, {k: v for k, v in now.items() if k not in PER_BASE_KEYS})
@@ -183,20 +195,21 @@ def _resumable_identity(cfg: AblationConfig, before: dict, now: dict) -> dict:
             "would not be comparable; choose another out"
         )
     merged = dict(now)
-    for key in PER_BASE_KEYS:
+    for key, what in zip(PER_BASE_KEYS, ("checkpoint folder", "weights"), strict=True):
         old = before.get(key)
         if old is None:  # written before the key existed (weights): not checked, as LATER_KEYS says
             continue
         stale = sorted(
             b
             for b in old.keys() & now[key].keys()
-            if old[b] != now[key][b] and ((out / "shared" / b).exists() or any(out.glob(f"cells/*/{b}")))
+            # "" : the base's folder did not exist then, so nothing can have been made from it
+            if old[b] != now[key][b] and old[b] and _has_work(out, b)
         )
         if stale:
             raise VisrlError(
-                f"{out} holds work of base(s) {', '.join(stale)} made from other {key.replace('_', ' ')} "
-                f"(retrained or moved since): remove {out}/shared/<base> and {out}/cells/*/<base> to redo "
-                "them, or choose another out"
+                f"{out} holds work of base(s) {', '.join(stale)} made from another {what} (retrained or "
+                f"moved since): remove {out}/shared/<base> and {out}/cells/*/<base> to redo them, or choose "
+                "another out"
             )
         merged[key] = {**old, **now[key]}  # a base dropped this time keeps its record for a later run
     return merged
@@ -295,7 +308,12 @@ def run_ablation(
         "jobs": jobs,
     }
     table = None
-    if cfg.leaderboard and done == len(cfg.cells()):
+    # a run over some of the grid's bases must not replace the table of all of them with a narrower one
+    dropped = sorted(b for b in read_identity(config_file).get("weights", {}) if b not in cfg.bases)
+    dropped = [b for b in dropped if _has_work(out, b)]
+    if dropped:
+        summary["leaderboard_skipped"] = f"this run leaves out base(s) {', '.join(dropped)}, which have cells"
+    if cfg.leaderboard and done == len(cfg.cells()) and not dropped:
         paths, table = write_leaderboard(cfg)
         summary["leaderboard"] = [str(p) for p in paths]
     (out / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")

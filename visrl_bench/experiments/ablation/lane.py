@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -130,7 +131,8 @@ class Lane:
             "generate_stats": [
                 {
                     # where the round's pairs were read from (the samples, or a filtered view of them)
-                    "samples": portable(s.get("samples")),
+                    # (relative to the grid's out, so a grid moved or resumed elsewhere still finds it)
+                    "samples": os.path.relpath(s["samples"], cfg.out) if s.get("samples") else None,
                     **{
                         k: portable(s.get(k)) if k == "derived_from" else s.get(k)
                         for k in (
