@@ -163,7 +163,11 @@ def test_three_formats(grid, tmp_path):
 
 def test_bundle_copies_provenance_next_to_the_table(grid, tmp_path):
     entries = lb.build_entries(lb.find_runs([grid]), [("zoomworld", "accuracy")])
+    stale = tmp_path / "board" / "t_runs" / "sft" / "old_base" / "seed0"  # an earlier table's run
+    stale.mkdir(parents=True)
+    (stale / "results.json").write_text("{}")
     render.bundle_results(entries, tmp_path / "board" / "t_runs", grid.resolve())
+    assert not (tmp_path / "board" / "t_runs" / "sft" / "old_base").exists()
     render.write(entries, tmp_path / "board" / "t", formats=("md",))
     md = (tmp_path / "board" / "t.md").read_text()
     assert "](t_runs/sft/A/seed0/results.json)" in md

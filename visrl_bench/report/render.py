@@ -178,7 +178,10 @@ def to_png(entries: list[Entry], path: Path, title: str) -> None:
 
 def bundle_results(entries: list[Entry], into: Path, root: Path) -> None:
     """Copy each run's results.json (and cell.json) under `into`, at its path relative to `root`, and point
-    the entries there: a committed table then links to provenance that is committed with it."""
+    the entries there: a committed table then links to provenance that is committed with it. The folder
+    mirrors the table: runs of an earlier table that this one no longer has are removed."""
+    if into.is_dir():
+        shutil.rmtree(into)
     moved: dict[Path, Path] = {}
     for e in entries:
         for p in e.runs:
