@@ -233,6 +233,38 @@ def test_seconds_scale_pretrain_lowers_the_loss(tmp_path):
     assert results["results"]["zoomworld"]["n"] == 9 and results["results"]["zoomworld"]["focus_iou"] == 100.0
 
 
+def test_pretrain_can_freeze_or_slow_the_vision_tower(tmp_path):
+    """`vision_lr_scale=0` trains the language side only: the tower's weights stay as they were."""
+    from dataclasses import asdict
+
+    import torch
+    from safetensors.torch import load_file
+    from visrl_bench.trainers.pretrain import PretrainConfig, build_model, train, zoomworld_spec
+
+    from visrl_bench.models.tiny import TinySpec
+
+    root = make_zoomworld(tmp_path / "zw")
+    small = {"text_hidden": 32, "text_layers": 1, "vision_hidden": 32, "vision_layers": 1}
+
+    def weights(out):
+        return {k: v for f in sorted(out.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    runs = {}
+    for scale in (1.0, 0.0):
+        out = tmp_path / f"m{scale}"
+        cfg = PretrainConfig(arch="qwen3_vl", data=str(root), out=str(out), steps=3, batch_size=4, spec=small)
+        cfg.vision_lr_scale = scale
+        runs[scale] = weights(train(cfg, progress=False))
+    # the weights both runs started from: the same seeded random init
+    spec = TinySpec(**{**asdict(zoomworld_spec("qwen3_vl")), **small})
+    start = {k: v.detach() for k, v in build_model("qwen3_vl", spec, 0)[0].state_dict().items()}
+    tower = [k for k in runs[0.0] if ".visual." in f".{k}"]
+    assert tower and len(tower) < len(start)
+    assert all(torch.equal(runs[0.0][k], start[k]) for k in tower)
+    assert not all(torch.equal(runs[1.0][k], start[k]) for k in tower)
+    assert not all(torch.equal(runs[0.0][k], start[k]) for k in runs[0.0] if k not in tower)
+
+
 def test_sincos_init_makes_neighbouring_coordinates_and_patches_similar():
     import torch
     from visrl_bench.trainers.coordinates import sincos_init

@@ -118,6 +118,9 @@ class PretrainConfig(Bounded):
     # model's own one-hot loss): with one token per value, a box one value off earns nothing under a one-hot
     # target, so a near miss teaches as little as a wild one
     coord_sigma: float = 0.0
+    # the vision tower's learning rate as a multiple of `lr` (0 freezes it): a Qwen3-VL that grounded first
+    # did not learn to read with one rate for the whole model (docs/zoomworld.md, the fourth recipe)
+    vision_lr_scale: float = 1.0
     # a Trainer checkpoint (weights, optimizer, scheduler, RNG, data position) every save_every steps under
     # OUT/checkpoints; `resume` continues the newest one to the same weights an unbroken run ends with
     # (a run resumed after it finished, with the same settings, is left as it is)
@@ -140,6 +143,7 @@ class PretrainConfig(Bounded):
         "colour_share": (0, 1),
         "ground_holdout": (0, None),
         "coord_sigma": (0, None),
+        "vision_lr_scale": (0, None),
         "save_every": (0, None),
     }
 
@@ -339,10 +343,18 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         def __iter__(self):
             return batches(so_far.get("step", 0))
 
-    # weight decay on every parameter (Trainer's default optimizer exempts biases and norms)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
-    )
+    # weight decay on every parameter (Trainer's default optimizer exempts biases and norms); the vision
+    # tower (the adapter's `vision_module`) in a group of its own, at its own rate or frozen
+    tower = f".{adapter_class.vision_module}."
+    vision = [p for n, p in model.named_parameters() if tower in f".{n}"]
+    rest = [p for n, p in model.named_parameters() if tower not in f".{n}"]
+    if cfg.vision_lr_scale == 0:
+        for p in vision:
+            p.requires_grad_(False)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if cfg.vision_lr_scale > 0:
+        groups.append({"params": vision, "lr": cfg.lr * cfg.vision_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
     args = TrainingArguments(
         max_steps=cfg.steps,
