@@ -1,5 +1,6 @@
 """The parts every recipe shares: configs as data, loading the policy through the eval adapter, LoRA on the
-language model only, TRL arguments, a CSV log, saving a checkpoint `eval` loads, merging LoRA.
+language model only, TRL arguments, a CSV log, resuming from a Trainer checkpoint, saving a checkpoint
+`eval` loads, merging LoRA.
 
 A recipe is a config dataclass plus a `run(cfg)`; `Recipe` binds them for the registry and the CLI.
 """
@@ -10,12 +11,14 @@ import csv
 import json
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from visrl_bench.core.errors import Bounded, Bounds, DataError
+from visrl_bench.core.io import read_json
 
 # LoRA goes on the language model's projections only; VisRL kept the vision tower frozen, and a bare
 # ["q_proj", ...] list would also hit LLaVA's CLIP layers
@@ -241,6 +244,34 @@ def load_last_checkpoint(folder: Path, model) -> str | None:
         saved = type(model).from_pretrained(checkpoint, local_files_only=True, dtype=model.dtype)
         model.load_state_dict(saved.state_dict())
     return checkpoint
+
+
+# a pretraining checkpoint's progress record: its step and the seconds of every sitting so far
+PROGRESS = "visrl_progress.json"
+
+
+def progress_record(earlier: list[float], started: float):
+    """A TrainerCallback that writes, into each checkpoint it follows, the step and the seconds of every
+    sitting so far: a resumed run's provenance then counts the whole run's time."""
+    from transformers import TrainerCallback
+
+    class ProgressRecord(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            now = round(time.perf_counter() - started, 1)
+            record = {"step": state.global_step, "sittings": [*earlier, now]}
+            (folder / PROGRESS).write_text(json.dumps(record) + "\n")
+
+    return ProgressRecord()
+
+
+def resume_state(saves: Path, model) -> tuple[str | None, dict[str, Any]]:
+    """The newest checkpoint under `saves` (its weights loaded into `model`) and its progress record;
+    (None, {}) when there is none: the run starts from step 0."""
+    checkpoint = load_last_checkpoint(saves, model)
+    if checkpoint is None:
+        return None, {}
+    return checkpoint, read_json(Path(checkpoint) / PROGRESS, "pretraining progress record")
 
 
 def copy_processor_files(base: str | Path, out: str | Path) -> None:

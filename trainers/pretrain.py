@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.trainers.common import route_logs
+from visrl_bench.trainers.common import progress_record, resume_state, route_logs
 from visrl_bench.trainers.coordinates import SoftCoordinateLoss, sincos_init
 from visrl_bench.trainers.grounding import (
     box_step_request,
@@ -118,8 +118,8 @@ class PretrainConfig(Bounded):
     # model's own one-hot loss): with one token per value, a box one value off earns nothing under a one-hot
     # target, so a near miss teaches as little as a wild one
     coord_sigma: float = 0.0
-    # the vision tower's learning rate as a multiple of `lr` (0 freezes it): a Qwen3-VL that grounded first
-    # did not learn to read with one rate for the whole model (docs/zoomworld.md, the fourth recipe)
+    # the vision tower's learning rate as a multiple of `lr` (0 freezes it): a lever for a Qwen3-VL that
+    # grounded first and then did not learn to read (5x did not unblock it: docs/zoomworld.md, Q4)
     vision_lr_scale: float = 1.0
     # a Trainer checkpoint (weights, optimizer, scheduler, RNG, data position) every save_every steps under
     # OUT/checkpoints; `resume` continues the newest one to the same weights an unbroken run ends with
@@ -348,11 +348,10 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     tower = f".{adapter_class.vision_module}."
     vision = [p for n, p in model.named_parameters() if tower in f".{n}"]
     rest = [p for n, p in model.named_parameters() if tower not in f".{n}"]
-    if cfg.vision_lr_scale == 0:
-        for p in vision:
-            p.requires_grad_(False)
-    groups = [{"params": rest, "lr": cfg.lr}]
-    if cfg.vision_lr_scale > 0:
+    for p in vision:
+        p.requires_grad_(cfg.vision_lr_scale > 0)
+    groups = [{"params": rest}]
+    if vision and cfg.vision_lr_scale > 0:
         groups.append({"params": vision, "lr": cfg.lr * cfg.vision_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
@@ -424,32 +423,3 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
         info["ground_holdout"] = grounding_iou(out, root, holdout)
         provenance.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return out
-
-
-PROGRESS = "visrl_progress.json"
-
-
-def progress_record(earlier: list[float], started: float):
-    """A TrainerCallback that writes, into each checkpoint it follows, the step and the seconds of every
-    sitting so far: a resumed run's provenance then counts the whole run's time."""
-    from transformers import TrainerCallback
-
-    class ProgressRecord(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            now = round(time.perf_counter() - started, 1)
-            record = {"step": state.global_step, "sittings": [*earlier, now]}
-            (folder / PROGRESS).write_text(json.dumps(record) + "\n")
-
-    return ProgressRecord()
-
-
-def resume_state(saves: Path, model) -> tuple[str | None, dict[str, Any]]:
-    """The newest checkpoint under `saves` (its weights loaded into `model`) and its progress record;
-    (None, {}) when there is none: the run starts from step 0."""
-    from visrl_bench.trainers.common import load_last_checkpoint
-
-    checkpoint = load_last_checkpoint(saves, model)
-    if checkpoint is None:
-        return None, {}
-    return checkpoint, read_json(Path(checkpoint) / PROGRESS, "pretraining progress record")

@@ -114,19 +114,22 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
             )
         lines.append(line + ".")
     if "swapped_labels" in cfg.rows and "sft" in cfg.rows:
-        a, b = at.get(("swapped_labels", column, metric)), at.get(("sft", column, metric))
-        if a and b and a.scores and b.scores:
-            d, (lo, hi), p, _ = paired_difference(a.scores, b.scores)
+
+        def control(m: str):
+            """swapped_labels − sft in metric `m`, paired over the questions (None without both scores)."""
+            a, b = at.get(("swapped_labels", column, m)), at.get(("sft", column, m))
+            return paired_difference(a.scores, b.scores) if a and b and a.scores and b.scores else None
+
+        if (acc := control(metric)) is not None:
+            d, (lo, hi), p, _ = acc
             ok = (
                 "as it must, it does not beat SFT"
                 if lo <= 0
                 else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
             )
-            fa, fb = at.get(("swapped_labels", column, "focus_iou")), at.get(("sft", column, "focus_iou"))
             focus = ""
-            if fa and fb and fa.scores and fb.scores:
-                fd, (flo, fhi), _, _ = paired_difference(fa.scores, fb.scores)
-                focus = f"; focus IoU {fd:+.1f} [{flo:+.1f}, {fhi:+.1f}]"
+            if (f := control("focus_iou")) is not None:
+                focus = f"; focus IoU {f[0]:+.1f} [{f[1][0]:+.1f}, {f[1][1]:+.1f}]"
             lines.append(
                 f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
                 f"p = {p:.3g}{focus}: {ok}."
