@@ -144,6 +144,7 @@ GEOMETRIES = {
     ),
     "d (the default)": ({}, {"llava": {}, "qwen2_vl": {}, "qwen3_vl": {}}),
     "d with a background ramp": ({"background_ramp": 48}, {"llava": {}, "qwen2_vl": {}, "qwen3_vl": {}}),
+    "d, Qwen with one token per 4-px patch": ({}, {"qwen3_vl": {"qwen_patch": 4, "qwen_merge": 1}}),
 }
 TILE_CASES = [(arch, geometry) for geometry, (_, specs) in sorted(GEOMETRIES.items()) for arch in specs]
 
@@ -773,6 +774,31 @@ def test_qwen_mrope_sections_can_interleave_the_axes():
     assert width_turns((1,) * 16) > 0.4
     with pytest.raises(ValueError, match=r"spec\.mrope_section"):
         build_model("qwen2_vl", TinySpec(text_hidden=32, heads=1, mrope_section=(8, 8)))
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen3_vl"])
+def test_qwen_merge_sets_how_many_patches_make_one_image_token(arch):
+    """`spec.qwen_merge` reaches both the model's merger and the processor: a 32 x 24 view in 4-px patches
+    is 8 x 6 image tokens unmerged, 4 x 3 merged 2 x 2, and the model takes what the processor gives."""
+    from dataclasses import replace
+
+    import torch
+    from PIL import Image
+    from visrl_bench.trainers.pretrain import zoomworld_spec
+
+    from visrl_bench.models.tiny import build_model
+
+    for merge, tokens in ((1, 48), (2, 12)):
+        spec = replace(zoomworld_spec(arch), qwen_patch=4, qwen_merge=merge, text_layers=1, vision_layers=1)
+        model, processor = build_model(arch, spec)
+        assert model.config.vision_config.spatial_merge_size == merge
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        batch = processor(text=[text], images=[Image.new("RGB", (512, 384), "grey")], return_tensors="pt")
+        image_token = model.config.image_token_id
+        assert int((batch["input_ids"] == image_token).sum()) == tokens
+        with torch.no_grad():
+            model(**batch)
 
 
 def test_perception_draws_balance_none_only_when_asked():

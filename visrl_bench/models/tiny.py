@@ -60,8 +60,11 @@ class TinySpec:
     vision_hidden: int = 32
     vision_layers: int = 1
     image_size: int = 32  # LLaVA's square input
-    patch_size: int = 8  # LLaVA's patch; Qwen's is qwen_patch (merge 2)
+    patch_size: int = 8  # LLaVA's patch; Qwen's is qwen_patch
     qwen_patch: int = 14
+    # Qwen's merger folds qwen_merge x qwen_merge patches into one language-model token (the real checkpoints'
+    # 2); 1 gives one token per patch, as LLaVA's tower does
+    qwen_merge: int = 2
     min_pixels: int = 28 * 28  # Qwen's pixel budget per image: smaller images are upscaled, larger shrunk
     max_pixels: int = 112 * 112
     resample: int = 3  # PIL resampling of the processors (3 bicubic, 4 box)

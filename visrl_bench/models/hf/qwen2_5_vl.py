@@ -31,7 +31,7 @@ class Qwen25VLAdapter(Qwen2VLAdapter):
     def tiny_model(cls, text: dict, spec: TinySpec, specials: dict[str, int]):
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-        patch, merge = spec.qwen_patch, 2
+        patch, merge = spec.qwen_patch, spec.qwen_merge
         # window_size must be a multiple of patch x merge
         vision = dict(
             depth=spec.vision_layers + 1,

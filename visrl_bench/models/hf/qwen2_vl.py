@@ -156,7 +156,7 @@ class Qwen2VLAdapter(HFAdapter):
             num_heads=spec.heads,
             mlp_ratio=2,
             patch_size=spec.qwen_patch,
-            spatial_merge_size=2,
+            spatial_merge_size=spec.qwen_merge,
             temporal_patch_size=2,
         )
         return Qwen2VLForConditionalGeneration(
@@ -197,7 +197,7 @@ class Qwen2VLAdapter(HFAdapter):
             min_pixels=spec.min_pixels,
             max_pixels=spec.max_pixels,
             patch_size=spec.qwen_patch,
-            merge_size=2,
+            merge_size=spec.qwen_merge,
             temporal_patch_size=2,
             resample=spec.resample,
         )

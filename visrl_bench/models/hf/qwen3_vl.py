@@ -47,7 +47,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
             )
         # transformers always interleaves Qwen3-VL's axes; the key is what the real configs write
         rope = {**text["rope_parameters"], "mrope_section": section, "mrope_interleaved": True}
-        patch, merge = spec.qwen_patch, 2
+        patch, merge = spec.qwen_patch, spec.qwen_merge
         # the learned position grid (square) covers the longest side of any image within the pixel budget up
         # to a 2:1 aspect, so that no image is resampled from a coarser grid than its own patches
         side = max(2, math.ceil((2 * spec.max_pixels) ** 0.5 / patch))
