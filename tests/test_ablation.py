@@ -398,6 +398,36 @@ def test_more_lanes_than_jobs_in_worker_processes(tmp_path, zoomworld, tiny_chec
     assert leaked.out.strip() == "" and leaked.err.strip() == "", leaked
 
 
+def test_grpo_findings_say_which_family_wins_and_judge_the_control():
+    """Per base and on the average: a − b paired over the questions, the winner named only when the CI
+    excludes 0, and the permuted control judged by whether it lies above SFT."""
+    from types import SimpleNamespace
+
+    from visrl_bench.experiments.ablation.findings import _grpo_lines
+
+    ids = [f"q{i}" for i in range(200)]
+    scores = {
+        "sft": {q: float(i % 2) for i, q in enumerate(ids)},  # 50%
+        "visrl": {q: float(i % 4 != 0) for i, q in enumerate(ids)},  # 75%
+        "grpo": {q: float(i % 4 != 0) for i, q in enumerate(ids)},  # the same questions right as visrl
+        "grpo_permuted_rewards": {q: float(i % 4 == 0) for i, q in enumerate(ids)},  # 25%
+    }
+    at = {
+        (row, col, m): SimpleNamespace(scores=s)
+        for row, s in scores.items()
+        for col in ("average", "llava")
+        for m in ("accuracy", "focus_iou")
+    }
+    cfg = SimpleNamespace(rows=list(scores))
+    text = "\n".join(_grpo_lines(cfg, at, ["average", "llava"], "accuracy"))
+    assert "grpo − visrl: average: accuracy +0.0 [+0.0, +0.0], p = 1 (no difference detected)" in text
+    assert "grpo − sft: average: accuracy +25.0" in text and "(grpo wins)" in text
+    assert "grpo_permuted_rewards − sft: average: accuracy -25.0" in text and "(not above sft)" in text
+    assert "llava: accuracy" in text and "grpo_zoom" not in text  # no grpo_zoom row, no claim
+    at.update({(r, c, m): SimpleNamespace(scores=scores["visrl"]) for r, c, m in at if r.endswith("rewards")})
+    assert "ABOVE sft" in "\n".join(_grpo_lines(cfg, at, ["average"], "accuracy"))
+
+
 def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld, tiny_checkpoints):
     from visrl_bench.experiments.ablation import PRESETS
 
@@ -421,6 +451,12 @@ def test_grpo_rows_run_in_the_grid_and_record_their_compute(tmp_path, zoomworld,
     assert zoom["mode"] == "zoom" and zoom["grpo_overrides"] == {"rollout": "zoom"}
     assert zoom["grpo"]["answer_rollouts"] == 8 and zoom["grpo"]["crops_per_trajectory"] >= 1
     assert "zoom_crops" in zoom["metrics"]
+    # the findings judge the family per base, paired over the questions, the permuted control included
+    assert "## The GRPO family" in md
+    assert re.search(r"- \*\*box-step GRPO against its SFT warm-up\*\* — grpo − sft: average: accuracy", md)
+    assert re.search(r"qwen2_vl: accuracy [+-]\d+\.\d \[.*\] \((no difference detected|\w+ wins)\)", md)
+    assert re.search(r"grpo_permuted_rewards − sft: .*\((not above sft|ABOVE sft)", md)
+    assert "multi-turn zoom GRPO against box-step GRPO** — grpo_zoom − grpo: qwen2_vl: accuracy" in md
     for row in ("grpo", "grpo_permuted_rewards"):
         info = json.loads((cfg.cell_dir(row, "qwen2_vl", 0) / "cell.json").read_text())
         assert info["trainer"] == "grpo" and info["grpo"]["steps"] == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 from visrl_bench.experiments.ablation.spec import (
     CELL_FILE,
     FINDINGS,
+    GRPO_FINDINGS,
     REFERENCE_ROW,
     ROW_BY_NAME,
     AblationConfig,
@@ -80,13 +81,14 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
     """The paper's claims, each judged by the paired CI of (full method - ablation) on the average column
     (or the single base) in the headline metric, with focus IoU's difference beside it, written out from
     the numbers; nothing here is tuned to agree."""
-    from visrl_bench.metrics.stats import paired_difference
     from visrl_bench.report import leaderboard as lb
 
-    if REFERENCE_ROW not in cfg.rows:
-        return ""
     column = lb.AVERAGE if len(cfg.bases) > 1 else next(iter(cfg.bases))
     at = {(e.row, e.column, e.metric): e for e in entries}
+    columns = [column] + ([b for b in cfg.bases] if column == lb.AVERAGE else [])
+    if REFERENCE_ROW not in cfg.rows:  # a table of other rows (e.g. the GRPO family alone)
+        grpo = _grpo_lines(cfg, at, columns, metric)
+        return "\n".join(["## The GRPO family", *grpo[1:]]) + "\n" if grpo else ""
     lines = ["## Which of the paper's findings reproduce here", ""]
     lines.append(
         f"Judged on {metric} ({'the average over base LMMs' if column == lb.AVERAGE else column}), "
@@ -94,7 +96,6 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
         f'95% CI of `{REFERENCE_ROW}` minus the other row: "reproduces" only when the CI excludes 0.'
     )
     lines.append("")
-    columns = [column] + ([b for b in cfg.bases] if column == lb.AVERAGE else [])
     for claim, other, _direction in FINDINGS:
         if other not in cfg.rows:
             continue
@@ -113,27 +114,22 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
                 f"{c}: {g:+.1f} [{a:+.1f}, {b:+.1f}]" for c, (g, a, b, _) in focus
             )
         lines.append(line + ".")
-    if "swapped_labels" in cfg.rows and "sft" in cfg.rows:
-
-        def control(m: str):
-            """swapped_labels − sft in metric `m`, paired over the questions (None without both scores)."""
-            a, b = at.get(("swapped_labels", column, m)), at.get(("sft", column, m))
-            return paired_difference(a.scores, b.scores) if a and b and a.scores and b.scores else None
-
-        if (acc := control(metric)) is not None:
-            d, (lo, hi), p, _ = acc
-            ok = (
-                "as it must, it does not beat SFT"
-                if lo <= 0
-                else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
-            )
-            focus = ""
-            if (f := control("focus_iou")) is not None:
-                focus = f"; focus IoU {f[0]:+.1f} [{f[1][0]:+.1f}, {f[1][1]:+.1f}]"
-            lines.append(
-                f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
-                f"p = {p:.3g}{focus}: {ok}."
-            )
+    # the swapped-label control: must not beat SFT
+    if (acc := _paired(at, "swapped_labels", "sft", column, metric)) is not None:
+        d, lo, hi, p = acc
+        ok = (
+            "as it must, it does not beat SFT"
+            if lo <= 0
+            else "it BEATS SFT: part of the RL gain does not come from the reward's direction"
+        )
+        focus = ""
+        if (f := _paired(at, "swapped_labels", "sft", column, "focus_iou")) is not None:
+            focus = f"; focus IoU {f[0]:+.1f} [{f[1]:+.1f}, {f[2]:+.1f}]"
+        lines.append(
+            f"- **control** — swapped_labels − sft = {d:+.1f} [{lo:+.1f}, {hi:+.1f}], "
+            f"p = {p:.3g}{focus}: {ok}."
+        )
+    lines += _grpo_lines(cfg, at, columns, metric)
     diag = []
     for r in runs:
         cell = _cell_info(r.path)
@@ -159,6 +155,53 @@ def findings_markdown(cfg: AblationConfig, entries, runs, metric: str) -> str:
             "variant of the method can learn focus from it.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _paired(at: dict, a: str, b: str, column: str, metric: str) -> tuple[float, float, float, float] | None:
+    """Row a − row b in `metric` on `column`, paired over the questions both answered: (difference, CI low,
+    CI high, p), or None where either has no per-question scores there."""
+    from visrl_bench.metrics.stats import paired_difference
+
+    x, y = at.get((a, column, metric)), at.get((b, column, metric))
+    if not (x and y and x.scores and y.scores):
+        return None
+    d, (lo, hi), p, _ = paired_difference(x.scores, y.scores)
+    return d, lo, hi, p
+
+
+def _grpo_lines(cfg: AblationConfig, at: dict, columns: list[str], metric: str) -> list[str]:
+    """The GRPO family's comparisons, per base: which side wins on the headline metric and on focus IoU
+    (paired CIs), and whether the permuted-reward control stays at or below SFT."""
+    lines = []
+    for claim, a, b in GRPO_FINDINGS:
+        if a not in cfg.rows or b not in cfg.rows:
+            continue
+        control = a == "grpo_permuted_rewards"
+        parts = []
+        for col in columns:
+            if (acc := _paired(at, a, b, col, metric)) is None:
+                continue
+            d, lo, hi, p = acc
+            if control:
+                said = "not above sft" if lo <= 0 else "ABOVE sft: the gain does not need the reward"
+            else:
+                said = f"{a} wins" if lo > 0 else f"{b} wins" if hi < 0 else "no difference detected"
+            text = f"{col}: {metric} {d:+.1f} [{lo:+.1f}, {hi:+.1f}], p = {p:.3g} ({said})"
+            if (f := _paired(at, a, b, col, "focus_iou")) is not None:
+                won = f"{a} wins" if f[1] > 0 else f"{b} wins" if f[2] < 0 else "no difference detected"
+                text += f"; focus IoU {f[0]:+.1f} [{f[1]:+.1f}, {f[2]:+.1f}]" + (
+                    "" if control else f" ({won})"
+                )
+            parts.append(text)
+        if parts:
+            lines.append(f"- **{claim}** — {a} − {b}: " + "; ".join(parts) + ".")
+    if lines:
+        lines[:0] = [
+            "",
+            "The GRPO family (each row minus the other, paired over the same questions, per base):",
+            "",
+        ]
+    return lines
 
 
 def gold_check_markdown(cfg: AblationConfig, runs) -> list[str]:

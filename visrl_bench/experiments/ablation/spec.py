@@ -112,6 +112,15 @@ FINDINGS = (
     ("the gain comes from the reward (full method beats the swapped-label control)", "swapped_labels", +1),
 )
 
+# the GRPO family against the rest, each (claim, row a, row b) judged by a − b paired over the questions, per
+# base; the last is the control: a must not be above b
+GRPO_FINDINGS = (
+    ("box-step GRPO against step-DPO (`visrl`) at the same sampled boxes", "grpo", "visrl"),
+    ("box-step GRPO against its SFT warm-up", "grpo", "sft"),
+    ("multi-turn zoom GRPO against box-step GRPO", "grpo_zoom", "grpo"),
+    ("control: GRPO with permuted rewards against SFT", "grpo_permuted_rewards", "sft"),
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # both tiny architectures, every row, one seed, one round: the <= 10 min CPU smoke of the whole table.
     # DPO's NLL term on the chosen replies at weight 1 (RPO-style): at 0.1, step-DPO on the calibrated LLaVA
