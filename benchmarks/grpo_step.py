@@ -6,6 +6,8 @@ The ~30M LLaVA checkpoint, full fine-tuning of the language model, a small ZoomW
 families sample K boxes per question and answer each from its crop:
 - a GRPO step on Q questions: K boxes sampled (the group), K crops answered by the policy (the reward),
   the GRPO loss and an optimizer step (`--trainer grpo`, batch = Q x K completions);
+- the same GRPO step with `shared_prefix=true`: each question's image and prompt encoded once and its K
+  boxes sampled from copies of that cache (TRL's rollout_func) instead of TRL's K prompt copies;
 - an iteration of step-DPO on Q questions: `generate` (K boxes, K answers per question) and then one
   step-DPO optimizer step on Q pairs (a random model's answers are all wrong, so `generate` keeps no pair;
   the step runs on Q pairs written in `generate`'s format instead, the same shapes).
@@ -74,6 +76,10 @@ def main() -> None:
     def grpo_step() -> float:
         return (train("grpo", LONG, *grpo_opts) - train("grpo", SHORT, *grpo_opts)) / (LONG - SHORT)
 
+    def grpo_shared_step() -> float:
+        shared = (*grpo_opts, "shared_prefix=true")
+        return (train("grpo", LONG, *shared) - train("grpo", SHORT, *shared)) / (LONG - SHORT)
+
     def dpo_iteration() -> float:
         counter[0] += 1
         gen = GenerateConfig(
@@ -84,8 +90,16 @@ def main() -> None:
         step = (train("step_dpo", LONG, *dpo_opts) - train("step_dpo", SHORT, *dpo_opts)) / (LONG - SHORT)
         return sampling + step
 
-    times = alternate({"grpo_step": grpo_step, "step_dpo_iteration": dpo_iteration}, args.repeats)
+    times = alternate(
+        {
+            "grpo_step": grpo_step,
+            "grpo_shared_prefix_step": grpo_shared_step,
+            "step_dpo_iteration": dpo_iteration,
+        },
+        args.repeats,
+    )
     grpo, dpo = median(times["grpo_step"]), median(times["step_dpo_iteration"])
+    shared = median(times["grpo_shared_prefix_step"])
     report = {
         "machine": machine(),
         "questions": q,
@@ -94,10 +108,12 @@ def main() -> None:
         "seconds": {name: [round(t, 3) for t in v] for name, v in times.items()},
         "seconds_per_question": {"grpo": round(grpo / q, 3), "step_dpo": round(dpo / q, 3)},
         "grpo_vs_step_dpo": round(grpo / dpo, 3),
+        "grpo_shared_prefix_vs_grpo": round(shared / grpo, 3),
     }
     print(
         f"{q} questions x K={k}: GRPO step {grpo:.2f} s ({grpo / q:.2f} s/question), step-DPO iteration "
-        f"(generate + one step) {dpo:.2f} s ({dpo / q:.2f} s/question): GRPO / step-DPO = {grpo / dpo:.2f}x"
+        f"(generate + one step) {dpo:.2f} s ({dpo / q:.2f} s/question): GRPO / step-DPO = {grpo / dpo:.2f}x; "
+        f"GRPO with shared-prefix rollouts {shared:.2f} s: {shared / grpo:.2f}x TRL's own rollouts"
     )
     write_report(args.out, report)
 

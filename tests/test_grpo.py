@@ -56,6 +56,40 @@ def test_grpo_raises_a_scripted_reward_and_saves_an_eval_checkpoint(tiny_checkpo
     load_model(final)  # a plain checkpoint eval loads
 
 
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_shared_prefix_rollouts_sample_what_trl_samples(arch, tiny_checkpoints, zoomworld, tmp_path):
+    """At a temperature that makes sampling greedy and a rate that leaves the model as it is, TRL's own
+    rollouts and the shared-prefix ones (one prefill per question) give the same boxes: the same rewards
+    and completion lengths at every step."""
+    logs, summaries = {}, {}
+    for shared in (False, True):
+        out = tmp_path / f"grpo_shared_{shared}"
+        cfg = GRPOConfig(
+            model=str(tiny_checkpoints[arch]),
+            out=str(out),
+            data=str(zoomworld),
+            split="rl",
+            lora=False,
+            lr=1e-12,
+            max_steps=2,
+            batch_size=8,
+            num_generations=4,
+            max_completion_length=8,
+            temperature=1e-6,
+            logging_steps=1,
+            progress=False,
+            shared_prefix=shared,
+        )
+        train(cfg, reward_funcs=[digits])
+        rows = [r for r in _rows(out / "log.csv") if r.get("reward")]
+        logs[shared] = [(r["reward"], r["completions/mean_length"]) for r in rows]
+        summaries[shared] = json.loads((out / "train_summary.json").read_text())
+    assert len(logs[True]) == 2 and logs[True] == logs[False]
+    assert summaries[True]["rollout_prefills"] == 2 * 8 // 4 and summaries[False]["rollout_prefills"] is None
+    with pytest.raises(VisrlError, match="shared_prefix applies to box rollouts only"):
+        GRPOConfig(model="m", out="o", rollout="zoom", shared_prefix=True)
+
+
 def _rows(path):
     import csv
 

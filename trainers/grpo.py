@@ -26,6 +26,7 @@ of each group shuffled among its completions, which must not teach anything.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,10 @@ class GRPOConfig(TrainConfig):
     # box and nothing for a box that misses: the generator's guard for DPO pairs, here too
     invalid_box_reward: float | None = 0.0
     permute_rewards: bool = False  # control: rewards shuffled within each group
+    # box rollouts: each question's image and prompt encoded once and its G boxes sampled from copies of
+    # that cache (TRL's rollout_func). Off: TRL's own sampling, which repeats the prompt G times and
+    # encodes the image and the prompt once per completion
+    shared_prefix: bool = False
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     lr: float = 1e-5
     batch_size: int = 8  # completions per device step: batch_size / num_generations questions
@@ -103,6 +108,8 @@ class GRPOConfig(TrainConfig):
         super().__post_init__()
         if self.rollout not in ("box", "zoom"):
             raise VisrlError(f"option rollout takes 'box' or 'zoom', got {self.rollout!r}")
+        if self.shared_prefix and self.rollout != "box":
+            raise VisrlError("option shared_prefix applies to box rollouts only (rollout=box)")
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise VisrlError(
                 f"batch_size x grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
@@ -222,6 +229,57 @@ def permuted_within_groups(rewards: list, group: int, seed: int, call: int) -> l
     return out
 
 
+class SharedPrefixRollout:
+    """TRL's `rollout_func` for box rollouts: TRL hands the step's prompts with each question repeated G
+    times in a row (its RepeatSampler); each question is rendered and tokenized as TRL's own path does
+    (the trainer's processor and chat template), prefilled once, and its G boxes sampled with TRL's
+    generation config from copies of that cache (the adapter's shared prefill, as `generate` uses). The
+    completions are cut after the first EOS as TRL cuts them, so the loss sees what TRL's path would have."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.questions = 0  # prefills run (one per question per step), for the summary
+
+    def __call__(self, prompts: list, trainer) -> dict[str, Any]:
+        import torch
+
+        group = trainer.num_generations
+        prompt_ids, completion_ids = [], []
+        for start in range(0, len(prompts), group):
+            prompt = prompts[start]
+            if any(_text_of(p) != _text_of(prompt) for p in prompts[start : start + group]):
+                raise VisrlError("shared_prefix: TRL did not hand each question's G prompts together")
+            inputs = trainer.processing_class.apply_chat_template(
+                conversation=[prompt],
+                chat_template=trainer.chat_template,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                **trainer.chat_template_kwargs,
+            ).to(self.adapter.device)
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.adapter.dtype)
+            with torch.no_grad():
+                out = self.adapter._generate_from_shared_prefill(inputs, trainer.generation_config, group)
+            length = inputs["input_ids"].shape[1]
+            ids = inputs["input_ids"][0].tolist()
+            for row in out[:, length:].tolist():
+                stop = next((i for i, t in enumerate(row) if t in trainer.eos_token_ids), len(row) - 1)
+                prompt_ids.append(ids)
+                completion_ids.append(row[: stop + 1])
+            self.questions += 1
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+
+def _text_of(prompt: list[dict]) -> str:
+    return "".join(
+        (part.get("text") or "") if isinstance(part, dict) else str(part)
+        for m in prompt
+        for part in (m["content"] if isinstance(m["content"], list) else [m["content"]])
+    )
+
+
 def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
     """`reward_funcs` (TRL's signature: (prompts, completions, index, **columns) -> rewards) replace the
     answer reward: a user's own reward, or a test's scripted one."""
@@ -275,6 +333,11 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
             },
         }
         completion_length = cfg.max_completion_length or zoom_completion_length(processor, dataset, cfg)
+    shared = SharedPrefixRollout(adapter) if cfg.shared_prefix else None
+    if shared is not None:
+        # TRL marks rollout_func experimental and says so on the terminal; the option's doc says it here
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        rollout_kwargs = {"rollout_func": shared}
     args = trl_arguments(
         TRLGRPOConfig,
         cfg,
@@ -312,6 +375,7 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
             "steps": trainer.state.global_step,
             "sampled_boxes": trainer.state.global_step * cfg.batch_size * cfg.grad_accum,
             "answer_rollouts": reward.trajectories,  # box -> crop -> answer trajectories scored
+            "rollout_prefills": shared.questions if shared else None,  # shared_prefix: one per question
             "crops_per_trajectory": round(reward.crops / reward.trajectories, 4)
             if reward.trajectories
             else None,
