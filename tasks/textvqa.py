@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from visrl_bench.core.boxes import image_dimensions
 from visrl_bench.core.errors import DataError
@@ -38,7 +38,7 @@ class TextVQA(BaseTask):
         "answers, mean over leave-one-out subsets of min(1, matches/3)"
     }
 
-    def __init__(self, data, split=None, *, seed: int = 0, ocr: Any = False, image_dir: str | None = None):
+    def __init__(self, data, split=None, *, seed: int = 0, ocr: bool = False, image_dir: str | None = None):
         super().__init__(data, split, seed=seed, ocr=as_bool(ocr), image_dir=image_dir)
         self.ocr = as_bool(ocr)
         self.annotations = (

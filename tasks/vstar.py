@@ -19,7 +19,6 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from visrl_bench.core.boxes import Box, gold_box, image_dimensions
 from visrl_bench.core.errors import DataError
@@ -46,7 +45,7 @@ class VStarBench(BaseTask):
     headline_metrics = ("accuracy",)
     has_gold_boxes = True
 
-    def __init__(self, data, split=None, *, seed: int = 0, shuffle: Any = True, circular: Any = False):
+    def __init__(self, data, split=None, *, seed: int = 0, shuffle: bool = True, circular: bool = False):
         super().__init__(data, split, seed=seed, shuffle=as_bool(shuffle), circular=as_bool(circular))
         self.shuffle = as_bool(shuffle)
         self.circular = as_bool(circular)

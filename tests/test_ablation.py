@@ -76,8 +76,15 @@ def test_every_paper_row_is_a_preset_row():
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
-        (BASE_YAML, ["sft.lrate=1"], "`sft`: .*unknown option\\(s\\) lrate"),
-        (BASE_YAML, ["generate.kk=1"], "`generate`: .*kk"),
+        (BASE_YAML, ["sft.lrate=1"], "command line: unknown option\\(s\\) sft.lrate for SFTConfig"),
+        (BASE_YAML, ["generate.kk=1"], "unknown option\\(s\\) generate.kk"),
+        (BASE_YAML, ["dpo.lr=x"], "option dpo.lr takes a number, got 'x'"),
+        (BASE_YAML, ["grpo.num_generations=1"], "option grpo.num_generations must be"),
+        (
+            BASE_YAML,
+            ["task_options.bogus=1"],
+            "task 'zoomworld' does not take option\\(s\\) task_options.bogus",
+        ),
         (BASE_YAML, ["rows=[visrl, nope]"], "unknown row\\(s\\) nope"),
         (BASE_YAML, ["colour=red"], "unknown option\\(s\\) colour"),
         ("data: d\n", [], "`bases` names no base model"),
@@ -494,6 +501,12 @@ def test_cells_run_as_submitit_jobs_and_a_rerun_skips_them(tmp_path, zoomworld, 
     assert bad.exit_code == 2 and "scheduler must be one of pool, local, slurm" in bad.output
     stray = CliRunner().invoke(app, [*args, "--slurm", "slurm_partition=gpu"])
     assert stray.exit_code == 2 and "--slurm options are for --scheduler slurm" in stray.output
+    slurm = [*(a if a != "local" else "slurm" for a in args)]
+    typo = CliRunner().invoke(app, [*slurm, "--slurm", "slurm_partiton=gpu"])
+    assert typo.exit_code == 2 and "--slurm slurm_partiton: not a submitit parameter" in typo.output
+    assert "did you mean slurm_partition?" in typo.output
+    wrong = CliRunner().invoke(app, [*slurm, "--slurm", "gpus_per_node=two"])
+    assert wrong.exit_code == 2 and "--slurm gpus_per_node: expected" in wrong.output
 
 
 def test_a_pool_worker_exits_when_its_grid_is_killed(tmp_path):

@@ -83,6 +83,38 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert result.exit_code == 2 and "p.jsonl:1: malformed JSON line" in result.stderr
     result = score("textvqa", data, p, "-o", "nonsense_option=1")
     assert result.exit_code == 2 and "nonsense_option" in result.stderr
+    # a value is read against the option's type: a typo is refused, never read as false
+    result = score("textvqa", data, p, "-o", "ocr=maybe")
+    assert (
+        result.exit_code == 2
+        and "option ocr of task 'textvqa' takes true or false, got 'maybe'" in result.stderr
+    )
+
+
+def test_a_pretraining_spec_override_is_typed_against_tiny_spec(tmp_path):
+    """`spec.<key>=<value>` names a TinySpec field: a wrong type or an unknown field is one line naming the
+    option whole, before any model is built."""
+    from fixtures import make_zoomworld
+
+    data = make_zoomworld(tmp_path / "zw")
+    base = [
+        "zoomworld",
+        "pretrain",
+        "--arch",
+        "llava",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "steps=1",
+    ]
+    for extra, message in (
+        ("spec.patch_size=x", "option spec.patch_size takes a whole number, got 'x'"),
+        ("spec.bogus=1", "unknown option(s) spec.bogus for TinySpec"),
+    ):
+        result = runner.invoke(app, [*base, extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / "o" / "config.json").exists()
 
 
 def test_console_script_runs_in_a_fresh_process():

@@ -246,7 +246,9 @@ def train(cfg: PretrainConfig, progress: bool = True) -> Path:
     prompt_template = TASKS.load("zoomworld").prompt_template
 
     # typed here, where TinySpec is known: `spec.patch_size=4` on the command line arrives as text
-    spec = validate(TinySpec, {**asdict(zoomworld_spec(cfg.arch)), **cfg.spec}, "option spec")
+    spec = validate(
+        TinySpec, {**asdict(zoomworld_spec(cfg.arch)), **cfg.spec}, "the pretraining config", "spec."
+    )
     if cfg.init:
         from visrl_bench.models import load_model
 

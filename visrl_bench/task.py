@@ -25,10 +25,14 @@ from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
 
 def as_bool(value: Any) -> bool:
-    """A task option given as a bool or as text ("true", "0", ...) from a config file or the CLI."""
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+    """A task option given as a bool or as text ("true", "0", ...) from a config file or the CLI; anything
+    else is refused (a typo must not silently read as false)."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool | int | str) and text in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, bool | int | str) and text in {"0", "false", "no", "off"}:
+        return False
+    raise VisrlError(f"a task's true/false option takes true or false, got {value!r}")
 
 
 @dataclass

@@ -98,10 +98,12 @@ def load_config(
     *,
     base: Mapping[str, Any] | None = None,
     source: str | None = None,
+    prefix: str = "",
     **values: Any,
 ) -> T:
     """`base` < YAML file at `path` < `overrides` < keyword `values` (None means unset) -> `config_class`.
-    Errors name the file (or `source`) and the option: `cfg.yaml: option sft.lr takes a number, got 'x'`."""
+    Errors name the file (or `source`) and the option: `cfg.yaml: option sft.lr takes a number, got 'x'`;
+    `prefix` is where the options sit in a larger config (`"dpo."`), so that errors name them whole."""
     where = source or (str(path) if path else "the command line" if overrides else "config")
     data = merge(
         base,
@@ -109,20 +111,24 @@ def load_config(
         parse_overrides(overrides),
         {k: v for k, v in values.items() if v is not None},
     )
-    return validate(config_class, data, where)
+    return validate(config_class, data, where, prefix)
 
 
-def validate(config_class: type[T], data: Mapping[str, Any], source: str = "config") -> T:
-    """A merged mapping -> `config_class`, or a VisrlError naming `source` and every bad option."""
+def validate(config_class: type[T], data: Mapping[str, Any], source: str = "config", prefix: str = "") -> T:
+    """A merged mapping -> `config_class`, or a VisrlError naming `source` and every bad option (by its
+    whole name: `prefix` + its key path)."""
     import pydantic
 
     data = read_scalars(data, config_class)
     try:
         return _adapter(config_class).validate_python(data)
     except pydantic.ValidationError as exc:
-        raise VisrlError(f"{source}: {_describe(exc, config_class)}") from None
+        raise VisrlError(f"{source}: {_describe(exc, config_class, prefix)}") from None
     except VisrlError as exc:  # a range check in __post_init__
-        raise VisrlError(f"{source}: {exc}") from None
+        message = str(exc)
+        if prefix:  # "option lr must be ..." of a nested config: name it whole
+            message = message.replace("option ", f"option {prefix}", 1)
+        raise VisrlError(f"{source}: {message}") from None
 
 
 # --- pydantic's side ----------------------------------------------------------------------------------------
@@ -142,10 +148,10 @@ _PHRASES = {
 }
 
 
-def _describe(exc: Any, config_class: type) -> str:
+def _describe(exc: Any, config_class: type, prefix: str = "") -> str:
     unknown, problems = [], []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"])
+        loc = prefix + ".".join(str(part) for part in err["loc"])
         if err["type"] == "unexpected_keyword_argument":
             unknown.append(loc)
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):

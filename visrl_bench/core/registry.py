@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,19 +64,55 @@ class Registry:
         return self.entry(name).load()
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Import the entry and call it with its bound kwargs plus the caller's."""
+        """Import the entry and call it with its bound kwargs plus the caller's (checked and typed by
+        `check_options`)."""
+        entry = self.entry(name)
+        return entry.load()(*args, **{**entry.kwargs, **self.check_options(name, kwargs)})
+
+    def check_options(self, name: str, options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """`options` for entry `name`, each read against the type its signature gives it (YAML and the
+        command line hand text and numbers); an unknown key or a value of the wrong type is refused in one
+        line naming the option (`prefix` + key). Usable before a run starts: it imports, never builds."""
+        import pydantic
+
         entry = self.entry(name)
         target = entry.load()
         params = inspect.signature(target).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            accepted = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in entry.kwargs]
-            unknown = sorted(set(kwargs) - set(params))
-            if unknown:
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return dict(options)
+        accepted = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in entry.kwargs]
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise VisrlError(
+                f"{self.kind} {name!r} does not take option(s) {', '.join(prefix + u for u in unknown)}; "
+                f"it takes: {', '.join(accepted) or 'none'}"
+            )
+        try:
+            hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        except (NameError, TypeError):  # an annotation that does not resolve: leave the values as given
+            hints = {}
+        out = {}
+        for key, value in options.items():
+            try:
+                adapter = pydantic.TypeAdapter(hints.get(key, Any))
+            except pydantic.PydanticSchemaGenerationError:  # e.g. a torch type: not checked here
+                adapter = pydantic.TypeAdapter(Any)
+            try:
+                out[key] = adapter.validate_python(value)
+            except pydantic.ValidationError:
+                hint = hints[key]
                 raise VisrlError(
-                    f"{self.kind} {name!r} does not take option(s) {', '.join(unknown)}; "
-                    f"it takes: {', '.join(accepted) or 'none'}"
-                )
-        return target(*args, **{**entry.kwargs, **kwargs})
+                    f"option {prefix}{key} of {self.kind} {name!r} takes {_type_name(hint)}, got {value!r}"
+                ) from None
+        return out
+
+
+def _type_name(hint: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in args) + (
+        " (or nothing)" if type(None) in typing.get_args(hint) else ""
+    )
 
 
 TASKS = Registry("task")

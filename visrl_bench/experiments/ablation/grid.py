@@ -215,6 +215,34 @@ def _resumable_identity(cfg: AblationConfig, before: dict, now: dict) -> dict:
     return merged
 
 
+def check_slurm_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`--slurm key=value` options, each read against the type submitit gives it: its shared parameters
+    (`timeout_min`, `gpus_per_node`, ...) and its Slurm executor's (`slurm_partition`, ...); an unknown key
+    or a wrong type is refused in one line before any lane is submitted (submitit would raise at submission,
+    after the grid has started)."""
+    import difflib
+    import typing
+
+    import pydantic
+    from submitit.auto.auto import AutoExecutor
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    types = {k: float if v is float else v for k, v in AutoExecutor._typed_parameters().items()}
+    hints = typing.get_type_hints(_make_sbatch_string)
+    types |= {f"slurm_{k}": hints.get(k, Any) for k in SlurmExecutor._valid_parameters()}
+    out = {}
+    for key, value in options.items():
+        if key not in types:
+            close = difflib.get_close_matches(key, types, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise VisrlError(f"--slurm {key}: not a submitit parameter for Slurm{hint}")
+        try:
+            out[key] = pydantic.TypeAdapter(types[key]).validate_python(value)
+        except pydantic.ValidationError:
+            raise VisrlError(f"--slurm {key}: expected {types[key]}, got {value!r}") from None
+    return out
+
+
 def run_ablation(
     cfg: AblationConfig,
     jobs: int = 1,
@@ -234,6 +262,7 @@ def run_ablation(
         raise VisrlError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     if slurm and scheduler != "slurm":
         raise VisrlError(f"--slurm options are for --scheduler slurm, not {scheduler}")
+    slurm = check_slurm_options(slurm or {})
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)

@@ -238,7 +238,8 @@ def load_ablation_config(
 
     if preset is not None and preset not in PRESETS:
         raise VisrlError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    where = str(path or "ablation config")
+    where = " and ".join(([str(path)] if path else []) + (["the command line"] if overrides else []))
+    where = where or "ablation config"
     cfg = load_config(AblationConfig, path, overrides, base=PRESETS.get(preset or ""), source=where)
     bad = [r for r in cfg.rows if r not in ROW_BY_NAME]
     if bad:
@@ -247,8 +248,14 @@ def load_ablation_config(
         raise VisrlError(f"{where}: `bases` names no base model")
     if not cfg.data:
         raise VisrlError(f"{where}: `data` is empty")
+    from visrl_bench.core.registry import TASKS
+
+    try:  # the task and its options, before any cell (each cell would otherwise fail alike)
+        TASKS.check_options(cfg.task, cfg.task_options, prefix="task_options.")
+    except VisrlError as exc:
+        raise VisrlError(f"{where}: {exc}") from None
     # the stages read their own values ("1e-4" -> float) when they run; here they are only checked
     stages = (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", StepDPOConfig), ("grpo", GRPOConfig))
     for stage, config_class in stages:
-        load_config(config_class, source=f"{where}: `{stage}`", **getattr(cfg, stage))
+        load_config(config_class, source=where, prefix=f"{stage}.", **getattr(cfg, stage))
     return cfg
