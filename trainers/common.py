@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,6 +83,21 @@ class TrainConfig(Bounded):
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class TaskData:
+    """The task-data part of a recipe that reads a task's questions (SFT, GRPO): which task, where its data
+    lies, which split, the task's options, how many questions, the crop rule. The YAML keys are these."""
+
+    task: str = "zoomworld"
+    data: str = ""
+    split: str | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None  # the first N questions of `split`
+    crop_min_side: int | None = None  # None: the task's own rule, as in eval
+
+    BOUNDS: ClassVar[Bounds] = {"limit": (1, None), "crop_min_side": (1, None)}
 
 
 @dataclass
@@ -333,6 +348,33 @@ def export(adapter_dir: str | Path, base: str | Path, out: str | Path) -> Path:
     model = cls.from_pretrained(base, local_files_only=True, use_safetensors=True)
     model = PeftModel.from_pretrained(model, adapter_dir)
     return save_model(model, base, out, {"exported_from": str(adapter_dir), "base": str(base)})
+
+
+def fit(trainer, adapter, cfg: TrainConfig, name: str, started: float, facts: Callable[[], dict]) -> Path:
+    """What every recipe does once its TRL trainer is built: train (from the newest checkpoint in `out`
+    when resuming), save OUT/final as a checkpoint `eval` loads, and write train_summary.json with the
+    fields every recipe records around the recipe's own `facts` (read after training). Log events go to
+    OUT/log.csv (`route_logs`)."""
+    out = Path(cfg.out)
+    route_logs(trainer, out)
+    resume = resume_point(cfg, adapter.model)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trained, total = trainable_parameters(adapter.model)
+    final = out / "final"
+    save_model(adapter.model, cfg.model, final, {"trainer": name, "config": cfg.as_dict()})
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    summary = {"trainer": name, "model": str(final), **facts(), "steps": trainer.state.global_step}
+    summary |= {"first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    summary |= {
+        "train_loss": result.training_loss,
+        "trainable_parameters": trained,
+        "parameters": total,
+        "resumed_from": resume,
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": cfg.as_dict(),
+    }
+    write_summary(out, summary)
+    return final
 
 
 def write_summary(out: Path, info: dict[str, Any]) -> None:

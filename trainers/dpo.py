@@ -22,17 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from trl import DPOConfig, DPOTrainer
-from visrl_bench.trainers.common import (
-    Recipe,
-    TrainConfig,
-    load_policy,
-    resume_point,
-    route_logs,
-    save_model,
-    trainable_parameters,
-    trl_arguments,
-    write_summary,
-)
+from visrl_bench.trainers.common import Recipe, TrainConfig, fit, load_policy, trl_arguments
 
 from visrl_bench.core.errors import Bounds, DataError
 from visrl_bench.core.io import iter_jsonl
@@ -191,7 +181,6 @@ def build_trainer(cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, **
         images=ImageStore(cfg.pairs),
         **trainer_kwargs,
     )
-    route_logs(trainer, out)
     return trainer, rows, adapter
 
 
@@ -199,35 +188,20 @@ def run_dpo(
     cfg: DPOTrainConfig, steps: tuple[str, ...], trainer_class, name: str, **trainer_kwargs: Any
 ) -> Path:
     started = time.perf_counter()
-    out = Path(cfg.out)
     trainer, rows, adapter = build_trainer(cfg, steps, trainer_class, **trainer_kwargs)
-    resume = resume_point(cfg, adapter.model)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trained, total = trainable_parameters(adapter.model)
-    final = out / "final"
-    save_model(adapter.model, cfg.model, final, {"trainer": name, "config": cfg.as_dict()})
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    write_summary(
-        out,
-        {
-            "trainer": name,
-            "model": str(final),
+    return fit(
+        trainer,
+        adapter,
+        cfg,
+        name,
+        started,
+        lambda: {
             "pairs": len(rows),
             "labels_swapped": sum(1 for r in rows if r.get("labels_swapped")),
             "by_step": {s: sum(1 for r in rows if r["step"] == s) for s in steps},
-            "steps": trainer.state.global_step,
-            "first_loss": history[0]["loss"] if history else None,
-            "final_loss": history[-1]["loss"] if history else None,
-            "train_loss": result.training_loss,
-            "log": history,
-            "trainable_parameters": trained,
-            "parameters": total,
-            "resumed_from": resume,
-            "seconds": round(time.perf_counter() - started, 1),
-            "config": cfg.as_dict(),
+            "log": [h for h in trainer.state.log_history if "loss" in h],
         },
     )
-    return final
 
 
 def train(cfg: DPOTrainConfig) -> Path:

@@ -32,17 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.trainers.common import (
-    Recipe,
-    TrainConfig,
-    load_policy,
-    resume_point,
-    route_logs,
-    save_model,
-    trainable_parameters,
-    trl_arguments,
-    write_summary,
-)
+from visrl_bench.trainers.common import Recipe, TaskData, TrainConfig, fit, load_policy, trl_arguments
 from visrl_bench.trainers.grpo_zoom import (
     ZoomWorld,
     check_tool_images,
@@ -58,13 +48,8 @@ from visrl_bench.task import task_reward
 
 
 @dataclass
-class GRPOConfig(TrainConfig):
-    task: str = "zoomworld"
-    data: str = ""
+class GRPOConfig(TaskData, TrainConfig):
     split: str | None = "rl"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None  # the first N questions of `split`
-    crop_min_side: int | None = None  # None: the task's own rule, as in eval
     num_generations: int = 8  # G, the group size (TRL's default)
     beta: float = 0.0  # KL coefficient (TRL's default: no reference model)
     epsilon: float = 0.2  # PPO-style clipping (TRL's default)
@@ -91,8 +76,7 @@ class GRPOConfig(TrainConfig):
 
     BOUNDS: ClassVar[Bounds] = {
         **TrainConfig.BOUNDS,
-        "limit": (1, None),
-        "crop_min_side": (1, None),
+        **TaskData.BOUNDS,
         "num_generations": (2, None),
         "beta": (0, None),
         "epsilon": (0, 1),
@@ -357,22 +341,13 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
         processing_class=processor,
         **rollout_kwargs,
     )
-    route_logs(trainer, out)
-    resume = resume_point(cfg, adapter.model)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trained, total = trainable_parameters(adapter.model)
-    final = out / "final"
-    save_model(adapter.model, cfg.model, final, {"trainer": "grpo", "config": cfg.as_dict()})
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    write_summary(
-        out,
-        {
-            "trainer": "grpo",
-            "model": str(final),
+
+    def facts() -> dict[str, Any]:
+        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        return {
             "questions": len(samples),
             "skipped_questions": len(skipped),
             "skipped_examples": skipped[:3],
-            "steps": trainer.state.global_step,
             "sampled_boxes": trainer.state.global_step * cfg.batch_size * cfg.grad_accum,
             "answer_rollouts": reward.trajectories,  # box -> crop -> answer trajectories scored
             "rollout_prefills": shared.questions if shared else None,  # shared_prefix: one per question
@@ -382,18 +357,12 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
             "max_completion_length": completion_length,
             "first_reward": rewards[0] if rewards else None,
             "final_reward": rewards[-1] if rewards else None,
-            "train_loss": result.training_loss,
             "judge": reward.judge.provenance() if reward.judge else None,
             "judge_failures": len(reward.judge_failures),
             "judge_failure_examples": reward.judge_failures[:3],
-            "trainable_parameters": trained,
-            "parameters": total,
-            "resumed_from": resume,
-            "seconds": round(time.perf_counter() - started, 1),
-            "config": cfg.as_dict(),
-        },
-    )
-    return final
+        }
+
+    return fit(trainer, adapter, cfg, "grpo", started, facts)
 
 
 RECIPE = Recipe(

@@ -9,40 +9,25 @@ or full fine-tuning, with the vision tower frozen unless `train_vision`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from visrl_bench.trainers.common import (
-    Recipe,
-    TrainConfig,
-    load_policy,
-    resume_point,
-    route_logs,
-    save_model,
-    trainable_parameters,
-    trl_arguments,
-    write_summary,
-)
+from visrl_bench.trainers.common import Recipe, TaskData, TrainConfig, fit, load_policy, trl_arguments
 
 from visrl_bench.core.errors import Bounds
 from visrl_bench.train.collate import Completion, VisionBatcher, sft_completions
 
 
 @dataclass
-class SFTConfig(TrainConfig):
-    task: str = "zoomworld"
-    data: str = ""
-    split: str | None = "sft"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None  # the first N annotated samples of `split` ("a few")
+class SFTConfig(TaskData, TrainConfig):
+    split: str | None = "sft"  # `limit`: the first N annotated samples of it ("a few")
     extra_splits: tuple[str, ...] = ()  # more annotated data: every sample of these splits too
-    crop_min_side: int | None = None  # None: the task's own rule, as in eval
     steps: tuple[str, ...] = ("box", "answer")  # which supervised steps to train
     lr: float = 2e-4
     epochs: float = 3.0
 
-    BOUNDS: ClassVar[Bounds] = {**TrainConfig.BOUNDS, "limit": (1, None), "crop_min_side": (1, None)}
+    BOUNDS: ClassVar[Bounds] = {**TrainConfig.BOUNDS, **TaskData.BOUNDS}
 
 
 def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completion]]:
@@ -92,31 +77,7 @@ def train(cfg: SFTConfig) -> Path:
         data_collator=lambda items: batcher.sft([completions[it["id"]] for it in items]),
         processing_class=adapter.processor,
     )
-    route_logs(trainer, out)
-    resume = resume_point(cfg, adapter.model)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trained, total = trainable_parameters(adapter.model)
-    final = out / "final"
-    save_model(adapter.model, cfg.model, final, {"trainer": "sft", "config": cfg.as_dict()})
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    write_summary(
-        out,
-        {
-            "trainer": "sft",
-            "model": str(final),
-            "rows": len(rows),
-            "steps": trainer.state.global_step,
-            "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None,
-            "train_loss": result.training_loss,
-            "trainable_parameters": trained,
-            "parameters": total,
-            "resumed_from": resume,
-            "seconds": round(time.perf_counter() - started, 1),
-            "config": cfg.as_dict(),
-        },
-    )
-    return final
+    return fit(trainer, adapter, cfg, "sft", started, lambda: {"rows": len(rows)})
 
 
 RECIPE = Recipe(
