@@ -28,24 +28,18 @@ def digits(prompts, completions, index, **kwargs):
 digits.__name__ = "digits"
 
 
+def small_grpo(model, zoomworld, out, **options) -> GRPOConfig:
+    """Full fine-tuning of a tiny model on the RL split: 2 questions x 4 boxes per step, 8-token boxes."""
+    common = dict(split="rl", lora=False, batch_size=8, num_generations=4, max_completion_length=8)
+    common |= dict(logging_steps=1, progress=False)
+    return GRPOConfig(model=str(model), out=str(out), data=str(zoomworld), **{**common, **options})
+
+
 def test_grpo_raises_a_scripted_reward_and_saves_an_eval_checkpoint(tiny_checkpoints, zoomworld, tmp_path):
     from visrl_bench.models import load_model
 
     out = tmp_path / "grpo"
-    cfg = GRPOConfig(
-        model=str(tiny_checkpoints["qwen2_vl"]),
-        out=str(out),
-        data=str(zoomworld),
-        split="rl",
-        lora=False,
-        lr=2e-2,
-        max_steps=24,
-        batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        logging_steps=1,
-        progress=False,
-    )
+    cfg = small_grpo(tiny_checkpoints["qwen2_vl"], zoomworld, out, lr=2e-2, max_steps=24)
     final = train(cfg, reward_funcs=[digits])
     rewards = [float(r["reward"]) for r in _rows(out / "log.csv") if r.get("reward")]
     assert len(rewards) == 24
@@ -64,20 +58,13 @@ def test_shared_prefix_rollouts_sample_what_trl_samples(arch, tiny_checkpoints, 
     logs, summaries = {}, {}
     for shared in (False, True):
         out = tmp_path / f"grpo_shared_{shared}"
-        cfg = GRPOConfig(
-            model=str(tiny_checkpoints[arch]),
-            out=str(out),
-            data=str(zoomworld),
-            split="rl",
-            lora=False,
+        cfg = small_grpo(
+            tiny_checkpoints[arch],
+            zoomworld,
+            out,
             lr=1e-12,
             max_steps=2,
-            batch_size=8,
-            num_generations=4,
-            max_completion_length=8,
             temperature=1e-6,
-            logging_steps=1,
-            progress=False,
             shared_prefix=shared,
         )
         train(cfg, reward_funcs=[digits])
