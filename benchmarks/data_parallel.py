@@ -79,7 +79,14 @@ def main() -> None:
     eval_runs["two_threads_vs_one_loop"] = round(loop / eval_runs["one"]["loop_s"], 3)
     eval_runs["two_processes_vs_one_thread_loop"] = round(loop / eval_runs["two"]["loop_s"], 3)
 
-    gen = [f"model={ckpt}", "task=textvqa", f"data={data}", "split=null", f"k={args.k}"]
+    gen = [
+        f"model={ckpt}",
+        "task=textvqa",
+        f"data={data}",
+        "split=null",
+        "train_on_eval_split=true",
+        f"k={args.k}",
+    ]
     gen += [f"limit={args.generate_questions}"]
     gen += [f"max_new_tokens={args.max_new_tokens}", f"batch_size={args.batch_size * 4}", "progress=false"]
     runs = {}

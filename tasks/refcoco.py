@@ -82,6 +82,7 @@ class RefCOCO(BaseTask):
     headline_metrics = ("acc@0.5", "acc@0.75", "miou")
     reward_metric = "miou"  # graded: a closer box is a better trajectory, not just one over 0.5
     has_gold_boxes = True
+    train_splits = ("train",)
     metric_notes: ClassVar[dict[str, str]] = {
         "acc@0.5": "share of sentences whose predicted box has IoU >= 0.5 with the gold box",
         "miou": "mean IoU; an unparsable or missing box scores 0",

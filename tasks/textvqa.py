@@ -33,6 +33,7 @@ class TextVQA(BaseTask):
     headline_metrics = ("vqa_accuracy",)
     splits = ("train", "val", "test")
     default_split = "val"
+    train_splits = ("train",)
     metric_notes: ClassVar[dict[str, str]] = {
         "vqa_accuracy": "TextVQA evaluator: EvalAI answer processing of prediction and all ten "
         "answers, mean over leave-one-out subsets of min(1, matches/3)"

@@ -42,6 +42,7 @@ class ZoomWorld(BaseTask):
     headline_metrics = ("accuracy",)
     splits = ("test", "sft", "rl", "pairs")
     default_split = "test"
+    train_splits = ("sft", "rl")
     has_gold_boxes = True
     default_crop_min_side: ClassVar[int] = 32  # = ZoomWorldConfig.crop_min_side: the rule it was trained with
     metric_notes: ClassVar[dict[str, str]] = {

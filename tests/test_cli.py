@@ -168,3 +168,79 @@ def test_eval_and_generate_raise_no_future_warning(tmp_path, tiny_checkpoints):
         timeout=600,
     )
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), (run.stdout + run.stderr)[-4000:]
+
+
+def test_training_never_falls_back_to_an_evaluation_split(tiny_checkpoints, tmp_path):
+    """A recipe's split must be named and be one the task trains on; the test split (or a benchmark's only
+    data) needs train_on_eval_split=true, which the run records. Every recipe that reads questions, and the
+    pair generator, the same way, through the CLI."""
+    from fixtures import make_zoomworld
+
+    data = make_zoomworld(tmp_path / "zw")
+    model = str(tiny_checkpoints["qwen2_vl"])
+    common = [f"model={model}", f"data={data}", "max_steps=1", "lora=false", "progress=false"]
+    for command in (["train", "--trainer", "grpo"], ["train", "--trainer", "sft"], ["generate"]):
+        args = common if command[0] == "train" else [f"model={model}", f"data={data}", "k=2"]
+        for split, message in (
+            ("split=", "a training recipe reads a named split, never the task's default"),
+            ("split=null", "a training recipe reads a named split"),
+            (
+                "split=test",
+                "option split=test: not a training split of zoomworld (zoomworld trains on: sft, rl)",
+            ),
+        ):
+            result = runner.invoke(app, [*command, *args, f"out={tmp_path / 'never'}", split])
+            assert result.exit_code == 2 and message in result.output, (command, split, result.output)
+            assert "Traceback" not in result.output and not (tmp_path / "never").exists()
+    out = tmp_path / "asked"
+    grpo = [
+        "batch_size=4",
+        "num_generations=2",
+        "limit=2",
+        "max_completion_length=4",
+        "answer_max_new_tokens=4",
+    ]
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--trainer",
+            "grpo",
+            *common,
+            *grpo,
+            "split=test",
+            "train_on_eval_split=true",
+            f"out={out}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["config"]["split"] == "test" and summary["config"]["train_on_eval_split"] is True
+    provenance = json.loads((out / "final" / "provenance.json").read_text())
+    assert "train_on_eval_split" in json.dumps(provenance)
+
+
+def test_num_processes_is_bounded_and_the_input_checked_before_relaunching(tiny_checkpoints, tmp_path):
+    """More processes than devices is one line, not an OOM kill; a bad checkpoint is one error before the
+    launcher starts, not one per rank."""
+    import os
+
+    from fixtures import make_zoomworld
+
+    data = make_zoomworld(tmp_path / "zw")
+    model = str(tiny_checkpoints["llava"])
+    too_many = str((os.cpu_count() or 1) + 1)
+    for command in (
+        ["eval", "--model", model, "--task", "zoomworld", "--data", str(data)],
+        ["train", "--trainer", "sft", f"model={model}", f"data={data}", f"out={tmp_path / 'o'}"],
+        ["generate", f"model={model}", f"data={data}", f"out={tmp_path / 'g'}"],
+    ):
+        result = runner.invoke(app, [*command, "--num-processes", too_many])
+        assert result.exit_code == 2 and f"--num-processes {too_many}: this machine has" in result.output
+        assert "Traceback" not in result.output
+    result = runner.invoke(
+        app, ["eval", "--model", str(tmp_path / "nonexistent"), "--task", "zoomworld", "--data", str(data),
+              "--num-processes", "2"]
+    )  # fmt: skip
+    assert result.exit_code == 2 and "model checkpoint directory not found" in result.output
+    assert result.output.count("error:") == 1 and "ChildFailedError" not in result.output

@@ -346,6 +346,34 @@ def test_eval_from_yaml_config_with_flag_override(tiny_checkpoints, task_fixture
     assert results["config"]["batch_size"] == 2 and results["config"]["generation"]["max_new_tokens"] == 5
     assert results["provenance"]["task_config"]["textvqa"]["ocr"] is True
 
+    # every option the file sets is applied, nested ones too: flags the user did not type never override
+    nested = {"max_new_tokens": 6, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "seed": 4}
+    path.write_text(yaml.safe_dump({**{k: v for k, v in cfg.items() if k != "max_new_tokens"},
+                                    "seed": 3, "limit": 2, "generation": nested}))  # fmt: skip
+    result = runner.invoke(app, ["eval", "--config", str(path), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "from-yaml" / "results.json").read_text())["config"]
+    assert recorded["generation"] == {**nested, "num_return_sequences": 1}
+    assert recorded["seed"] == 3 and recorded["limit"] == 2
+    assert recorded["batch_size"] == 2 and recorded["mode"] == "cot"
+    result = runner.invoke(app, ["eval", "--config", str(path), "--overwrite", "--max-new-tokens", "7"])
+    recorded = json.loads((tmp_path / "from-yaml" / "results.json").read_text())["config"]
+    assert recorded["generation"]["max_new_tokens"] == 7 and recorded["generation"]["temperature"] == 0.7
+    for bad, message in (
+        ({"temperature": {"x": 1}}, "option generation.temperature takes a number"),
+        ({"tempreature": 1}, "unknown option(s) generation.tempreature"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+    ):
+        path.write_text(yaml.safe_dump({**cfg, "generation": bad}))
+        result = runner.invoke(app, ["eval", "--config", str(path), "--overwrite"])
+        assert result.exit_code == 2 and message in result.stderr, (bad, result.output)
+    path.write_text(yaml.safe_dump({**cfg, "generation": {"max_new_tokens": 3}}))
+    result = runner.invoke(app, ["eval", "--config", str(path)])
+    assert (
+        result.exit_code == 2
+        and "max_new_tokens given both at the top level and under generation" in result.stderr
+    )
+
     path.write_text(yaml.safe_dump({**cfg, "bach_size": 3}))
     result = runner.invoke(app, ["eval", "--config", str(path)])
     assert result.exit_code == 2 and "unknown option(s) bach_size" in result.stderr

@@ -379,6 +379,7 @@ def test_generate_over_good_and_bad_samples_records_the_bad_and_goes_on(tiny_che
         task="vstar_bench",
         data=str(data),
         split=None,
+        train_on_eval_split=True,  # a benchmark: all of it is evaluation data
         out=str(tmp_path / "gen"),
         k=2,
         answer_samples=1,

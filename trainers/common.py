@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,21 +83,6 @@ class TrainConfig(Bounded):
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class TaskData:
-    """The task-data part of a recipe that reads a task's questions (SFT, GRPO): which task, where its data
-    lies, which split, the task's options, how many questions, the crop rule. The YAML keys are these."""
-
-    task: str = "zoomworld"
-    data: str = ""
-    split: str | None = None
-    task_options: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None  # the first N questions of `split`
-    crop_min_side: int | None = None  # None: the task's own rule, as in eval
-
-    BOUNDS: ClassVar[Bounds] = {"limit": (1, None), "crop_min_side": (1, None)}
 
 
 @dataclass

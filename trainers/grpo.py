@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from visrl_bench.trainers.common import Recipe, TaskData, TrainConfig, fit, load_policy, trl_arguments
+from visrl_bench.trainers.common import Recipe, TrainConfig, fit, load_policy, trl_arguments
 from visrl_bench.trainers.grpo_zoom import (
     ZoomWorld,
     check_tool_images,
@@ -44,7 +44,7 @@ from visrl_bench.trainers.grpo_zoom import (
 from visrl_bench.core.errors import Bounds, VisrlError
 from visrl_bench.core.seeding import seeded_random
 from visrl_bench.metrics.judge import Judge, JudgeConfig, JudgeError
-from visrl_bench.task import task_reward
+from visrl_bench.task import TaskData, task_reward
 
 
 @dataclass

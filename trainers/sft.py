@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from visrl_bench.trainers.common import Recipe, TaskData, TrainConfig, fit, load_policy, trl_arguments
+from visrl_bench.trainers.common import Recipe, TrainConfig, fit, load_policy, trl_arguments
 
 from visrl_bench.core.errors import Bounds
+from visrl_bench.task import TaskData
 from visrl_bench.train.collate import Completion, VisionBatcher, sft_completions
 
 
@@ -28,6 +29,7 @@ class SFTConfig(TaskData, TrainConfig):
     epochs: float = 3.0
 
     BOUNDS: ClassVar[Bounds] = {**TrainConfig.BOUNDS, **TaskData.BOUNDS}
+    TRAINING_SPLITS: ClassVar[tuple[str, ...]] = ("split", "extra_splits")
 
 
 def build_rows(cfg: SFTConfig, adapter) -> tuple[list[dict], dict[str, Completion]]:

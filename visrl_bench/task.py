@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from visrl_bench.core.boxes import Box
-from visrl_bench.core.errors import DataError, VisrlError, locate
+from visrl_bench.core.errors import Bounds, DataError, VisrlError, locate
 from visrl_bench.metrics.choice import extract_letter
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
@@ -153,6 +153,59 @@ class Task(Protocol):
     def oracle_prediction(self, sample: Sample) -> str: ...
 
 
+@dataclass
+class TaskData:
+    """The task-data part of a config that trains on a task's questions (SFT, GRPO, the pair generator):
+    which task, where its data lies, which split, the task's options, how many questions, the crop rule.
+
+    A training split must be named, and be one the task offers for training (`BaseTask.train_splits`);
+    its evaluation splits (`test`, `val`, the default split, a benchmark without splits) are refused
+    unless `train_on_eval_split=true` says so, and that option is recorded with the rest of the config."""
+
+    task: str = "zoomworld"
+    data: str = ""
+    split: str | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None  # the first N questions of `split`
+    crop_min_side: int | None = None  # None: the task's own rule, as in eval
+    train_on_eval_split: bool = False
+
+    BOUNDS: ClassVar[Bounds] = {"limit": (1, None), "crop_min_side": (1, None)}
+    TRAINING_SPLITS: ClassVar[tuple[str, ...]] = ("split",)  # the fields naming splits trained on
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the next config in the MRO (Bounded: the ranges)
+        for name in self.TRAINING_SPLITS:
+            for split in _as_splits(getattr(self, name)):
+                check_training_split(self.task, split, self.train_on_eval_split, f"option {name}")
+
+
+def _as_splits(value: Any) -> list[str | None]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def check_training_split(task: str, split: str | None, allowed: bool, option: str = "option split") -> None:
+    """Refuse to train on `task`'s evaluation data unless `allowed` (see `TaskData`)."""
+    from visrl_bench.core.registry import TASKS
+
+    if task not in TASKS:
+        return  # an unknown task is named with suggestions where the task is built
+    entry = TASKS.entry(task)
+    task_class = entry.load()
+    train = tuple(getattr(task_class, "train_splits", ()))
+    offered = f"{task} trains on: {', '.join(train)}" if train else f"{task} has no training split"
+    if not split and not allowed:
+        raise VisrlError(
+            f"{option}: a training recipe reads a named split, never the task's default (its evaluation "
+            f"split); {offered}"
+        )
+    if split and split not in train and not allowed:
+        raise VisrlError(
+            f"{option}={split}: not a training split of {task} ({offered}); training on evaluation data "
+            "needs train_on_eval_split=true, which is recorded in the run's config"
+        )
+
+
 class BaseTask:
     """Shared plumbing; subclasses set the class attributes and implement samples/prompt/score."""
 
@@ -169,6 +222,8 @@ class BaseTask:
     default_crop_min_side: ClassVar[int] = 224  # Visual-CoT's minimum crop; a task may know better
     splits: ClassVar[tuple[str, ...]] = ()
     default_split: ClassVar[str | None] = None
+    # the splits a training recipe may read without `train_on_eval_split` (the rest are evaluation data)
+    train_splits: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def info(cls, **registry_kwargs: Any) -> tuple[str, str, str]:

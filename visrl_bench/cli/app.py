@@ -27,16 +27,34 @@ NUM_PROCESSES_HELP = (
 )
 
 
-def relaunch(num_processes: int) -> None:
+def relaunch(num_processes: int, model: str | None = None) -> None:
     """`--num-processes N` (N > 1), outside a launcher: run this same command line again under accelerate's
-    launcher and exit with its status. Inside a launcher (or with N = 1) it returns and the command runs."""
+    launcher and exit with its status. Inside a launcher (or with N = 1) it returns and the command runs.
+
+    Called once the command's own options are read, so that a bad option is one error, not one per rank;
+    the checkpoint `model` is checked here too. N is bounded by the devices: the GPUs, or the CPU cores."""
+    import os
     import subprocess
     import sys
 
     from visrl_bench.core.distributed import launched_world
+    from visrl_bench.core.errors import VisrlError
 
     if num_processes <= 1 or launched_world() > 1:
         return
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    devices, kind = (gpus, "GPU(s)") if gpus else (os.cpu_count() or 1, "CPU core(s), no GPU")
+    if num_processes > devices:
+        raise VisrlError(
+            f"--num-processes {num_processes}: this machine has {devices} {kind}; one process per device, "
+            f"so at most {devices}"
+        )
+    if model:
+        from visrl_bench.models import read_arch
+
+        read_arch(model)  # a missing or broken checkpoint: one error here, not one per process
     argv, skip = [], False
     for arg in sys.argv[1:]:
         if skip:

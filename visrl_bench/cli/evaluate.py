@@ -161,9 +161,8 @@ def eval_command(
     from visrl_bench.core.distributed import ranks
     from visrl_bench.eval.evaluate import eval_config_from_dict, evaluate
 
-    relaunch(num_processes)
     try:
-        values = read_yaml_mapping(config) if config else {}
+        values = _file_values(config)
         for name, value in ctx.params.items():
             # by name: typer may ship its own copy of click, whose ParameterSource is another class
             source = ctx.get_parameter_source(name)
@@ -184,6 +183,7 @@ def eval_command(
         if not values["tasks"]:
             raise VisrlError("give at least one --task with its --data (or `tasks:` in --config)")
         cfg = eval_config_from_dict(values, source=str(config) if config else "the command line")
+        relaunch(num_processes, cfg.model)
         out = (
             Path(output_dir) if output_dir else Path("runs") / f"{Path(cfg.model).resolve().name}-{cfg.mode}"
         )
@@ -194,6 +194,28 @@ def eval_command(
         return
     _print_results(results)
     typer.echo(f"wrote {out / 'results.json'} and {out / 'samples.jsonl'}")
+
+
+def _file_values(config: Path | None) -> dict:
+    """The --config file's options with its `generation:` section's decoding keys lifted to the top level,
+    where the command's flags live: a flag the user did not type then never overrides the file's value
+    (defaults < file < explicit flags), at any depth. A key given both ways is refused; anything else
+    under `generation:` stays there, for the config to refuse by its whole name."""
+    from visrl_bench.eval.evaluate import GENERATION_KEYS
+
+    values = read_yaml_mapping(config) if config else {}
+    nested = values.pop("generation", None)
+    if nested is None:
+        return values
+    if not isinstance(nested, dict):
+        raise VisrlError(f"{config}: option generation takes a mapping, got {nested!r}")
+    twice = sorted(k for k in nested if k in values and k in GENERATION_KEYS)
+    if twice:
+        raise VisrlError(f"{config}: {', '.join(twice)} given both at the top level and under generation:")
+    values |= {k: nested.pop(k) for k in list(nested) if k in GENERATION_KEYS}
+    if nested:
+        values["generation"] = nested
+    return values
 
 
 def _print_results(results: dict) -> None:

@@ -28,13 +28,13 @@ def train_command(
     from visrl_bench.core.logs import output_to
     from visrl_bench.core.registry import TRAINERS
 
-    relaunch(num_processes)
     try:
         recipe = TRAINERS.load(trainer)
         cfg = load_config(recipe.config_class, config, list(ctx.args))
         missing = [k for k in ("model", "out") if hasattr(cfg, k) and not getattr(cfg, k)]
         if missing:
             raise VisrlError(f"trainer {trainer!r} needs {' and '.join(missing)} (key=value or in --config)")
+        relaunch(num_processes, getattr(cfg, "model", None))
         out = Path(cfg.out)
         where = ranks()
         log = out / ("train.log" if where.main else f"train.rank{where.rank}.log")
@@ -62,12 +62,12 @@ def generate_command(
     from visrl_bench.core.distributed import ranks
     from visrl_bench.datagen.pairs import GenerateConfig, generate
 
-    relaunch(num_processes)
     try:
         cfg = load_config(GenerateConfig, config, list(ctx.args))
         missing = [k for k in ("model", "data", "out") if not getattr(cfg, k)]
         if missing:
             raise VisrlError(f"generate needs {', '.join(missing)} (key=value or in --config)")
+        relaunch(num_processes, cfg.model)
         stats = generate(cfg, resume=resume, overwrite=overwrite)
     except VisrlError as exc:
         fail(str(exc))

@@ -10,15 +10,15 @@ from typing import Any, ClassVar
 
 from visrl_bench.core.boxes import Box, iou
 from visrl_bench.core.errors import Bounded, Bounds
+from visrl_bench.task import TaskData
 
 
 @dataclass
-class GenerateConfig(Bounded):
+class GenerateConfig(TaskData, Bounded):
+    """The pair generator's options; its questions are training data (`TaskData`'s split rule)."""
+
     model: str = ""
-    task: str = "zoomworld"
-    data: str = ""
     split: str | None = "rl"
-    task_options: dict[str, Any] = field(default_factory=dict)
     out: str = ""
     arch: str | None = None
     k: int = 8  # box samples per question
@@ -43,10 +43,8 @@ class GenerateConfig(Bounded):
     # without a crop) is not scored; None scores it as eval's accuracy does. Scored, a model that guesses
     # rather than says "none" earns chance for breaking the box, more than for a box that misses
     invalid_box_reward: float | None = 0.0
-    limit: int | None = None
     batch_size: int = 16
     max_new_tokens: int = 32
-    crop_min_side: int | None = None
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -65,10 +63,9 @@ class GenerateConfig(Bounded):
         "max_right_fraction": (0, 1),
         "min_reward_gap": (0, None),
         "max_pairs_per_question": (1, None),
-        "limit": (1, None),
+        **TaskData.BOUNDS,
         "batch_size": (1, None),
         "max_new_tokens": (1, None),
-        "crop_min_side": (1, None),
         "seed": (0, None),
     }
 

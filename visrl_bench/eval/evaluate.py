@@ -86,7 +86,9 @@ class EvalConfig(Bounded):
         return d
 
 
-_GENERATION_KEYS = {f.name for f in fields(GenerationSettings)}
+# decoding options that may also sit at the top level, as the command's flags do; `seed` is not one of
+# them: the top-level seed is the run's (shuffles, random boxes, CIs) and the sampling seed's default
+GENERATION_KEYS = {f.name for f in fields(GenerationSettings)} - {"seed"}
 
 
 def eval_config_from_dict(values: dict[str, Any], source: str = "config") -> EvalConfig:
@@ -94,7 +96,7 @@ def eval_config_from_dict(values: dict[str, Any], source: str = "config") -> Eva
     options may sit at the top level (`temperature: 0.7`) or under `generation:`."""
     values = dict(values)
     generation = dict(values.pop("generation", None) or {})
-    generation.update({k: values.pop(k) for k in list(values) if k in _GENERATION_KEYS})
+    generation.update({k: values.pop(k) for k in list(values) if k in GENERATION_KEYS})
     generation.setdefault("seed", values.get("seed", 0))
     return validate(EvalConfig, {**values, "generation": generation}, source)
 

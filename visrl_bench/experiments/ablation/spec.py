@@ -249,9 +249,13 @@ def load_ablation_config(
     if not cfg.data:
         raise VisrlError(f"{where}: `data` is empty")
     from visrl_bench.core.registry import TASKS
+    from visrl_bench.task import _as_splits, check_training_split
 
-    try:  # the task and its options, before any cell (each cell would otherwise fail alike)
+    try:  # the task, its options and the splits trained on, before any cell (each would fail alike)
         TASKS.check_options(cfg.task, cfg.task_options, prefix="task_options.")
+        for name in ("sft_split", "more_data_splits", "rl_split"):
+            for split in _as_splits(getattr(cfg, name)):
+                check_training_split(cfg.task, split, False, f"option {name}")
     except VisrlError as exc:
         raise VisrlError(f"{where}: {exc}") from None
     # the stages read their own values ("1e-4" -> float) when they run; here they are only checked
