@@ -244,3 +244,31 @@ def test_num_processes_is_bounded_and_the_input_checked_before_relaunching(tiny_
     )  # fmt: skip
     assert result.exit_code == 2 and "model checkpoint directory not found" in result.output
     assert result.output.count("error:") == 1 and "ChildFailedError" not in result.output
+
+
+def test_small_hostile_options_are_one_line_each(tiny_checkpoints, tmp_path):
+    """The low-severity class: options that used to trace back, or to be taken silently."""
+    from fixtures import make_zoomworld
+
+    world = tmp_path / "world.yaml"
+    world.write_text("object_size: [64, 900]\n")
+    result = runner.invoke(
+        app, ["zoomworld", "generate", "--out", str(tmp_path / "zw_bad"), "--config", str(world)]
+    )
+    assert result.exit_code == 2 and "the largest object must fit the canvas" in result.output
+    assert not (tmp_path / "zw_bad").exists()  # nothing half-written
+    data = make_zoomworld(tmp_path / "zw")
+    base = ["eval", "--model", str(tiny_checkpoints["llava"]), "--task", "zoomworld", "--data", str(data)]
+    for extra, message in (
+        (["--box-format", "norm999"], "unknown box convention 'norm999'; known:"),
+        (["--mode", "cot", "--max-turns", "5"], "option max_turns is for mode zoom"),
+        (["--mode", "zoom", "--max-turns", str(10**20)], "option max_turns must be between 1 and 16"),
+    ):
+        result = runner.invoke(app, [*base, *extra, "--output", str(tmp_path / "never")])
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+        assert "Traceback" not in result.output
+    config = tmp_path / "zoom.yaml"
+    config.write_text(f"model: {tiny_checkpoints['llava']}\nmode: zoom\nmax_turns: true\n")
+    result = runner.invoke(app, ["eval", "--config", str(config), "--task", "zoomworld", "--data", str(data)])
+    assert result.exit_code == 2 and "option max_turns takes a number, got True" in result.output
+    assert "grpo" in runner.invoke(app, ["train", "--help"]).output

@@ -201,3 +201,16 @@ def test_the_accelerate_configs_read_as_accelerate_reads_them(name):
     if name == "deepspeed_zero2_7b":
         # ZeRO-2 keeps whole weights on every GPU: the main process's save is the full model
         assert config.deepspeed_config["zero_stage"] == 2
+
+
+def test_grpo_on_two_processes_counts_every_rank(world, tmp_path):
+    """GRPO's summary totals over the ranks: each of 2 processes samples its own groups and answers them."""
+    model, data = world
+    out = tmp_path / "grpo"
+    args = ["train", "--trainer", "grpo", f"model={model}", f"data={data}", "split=rl", f"out={out}"]
+    args += ["lora=false", "max_steps=1", "batch_size=4", "num_generations=2", "limit=8"]
+    args += ["max_completion_length=4", "answer_max_new_tokens=4", "progress=false", "--num-processes", "2"]
+    _run(args)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 1
+    assert summary["sampled_boxes"] == 8 and summary["answer_rollouts"] == 8  # 4 on each rank

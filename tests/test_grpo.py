@@ -180,6 +180,11 @@ def test_a_failed_judge_call_is_no_reward_and_is_counted(zoomworld):
     assert got == [None, None] and len(reward.judge_failures) == 2
     # a box that does not parse is not sent to the judge: it earns invalid_box_reward
     assert reward(prompts=[None], completions=["x"], index=[0]) == [0.0] and len(reward.judge_failures) == 2
+    # past the 8th call, a judge failing on more than max_failure_rate of them stops the run, loudly
+    reward(prompts=[None] * 2, completions=["[1, 2, 3, 4]"] * 2, index=[0, 0])
+    reward(prompts=[None] * 2, completions=["[1, 2, 3, 4]"] * 2, index=[0, 0])
+    with pytest.raises(VisrlError, match=r"the judge failed on 8 of 8 answers .* stopping"):
+        reward(prompts=[None] * 2, completions=["[1, 2, 3, 4]"] * 2, index=[0, 0])
 
 
 def test_grpo_options_are_checked():

@@ -107,8 +107,12 @@ def test_an_unreachable_judge_is_an_error(tmp_path):
 
 
 def test_judge_options_are_checked():
-    with pytest.raises(VisrlError, match=r"judge\.url and judge\.model"):
+    with pytest.raises(VisrlError, match=r"judge\.url needs judge\.model"):
         Judge(JudgeConfig(url="http://127.0.0.1:1/v1/chat/completions"))
-    with pytest.raises(VisrlError, match="option timeout"):
+    with pytest.raises(VisrlError, match=r"judge\.model needs judge\.url"):
+        JudgeConfig(model="m")
+    with pytest.raises(VisrlError, match=r"option judge\.url takes an http\(s\) URL .* got 'notaurl'"):
+        JudgeConfig(url="notaurl", model="m")
+    with pytest.raises(VisrlError, match=r"option judge\.timeout must be at least"):
         load_config(JudgeConfig, overrides=["timeout=0"])
     assert not JudgeConfig().enabled

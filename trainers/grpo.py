@@ -83,7 +83,7 @@ class GRPOConfig(TaskData, TrainConfig):
         "temperature": (1e-6, None),
         "max_completion_length": (1, None),
         "answer_max_new_tokens": (1, None),
-        "max_turns": (1, None),
+        "max_turns": (1, 16),  # each crop adds an image to the context: 16 is far past any use
         "reply_max_new_tokens": (1, None),
         "format_weight": (0, None),
     }
@@ -123,6 +123,7 @@ class AnswerReward:
         self.trajectories = 0  # box -> crop -> answer rollouts scored
         self.crops = 0  # crops shown in those trajectories
         self.judge_failures: list[str] = []
+        self.judged = 0  # answers sent to the judge
         self._calls = 0
 
     def __call__(
@@ -153,6 +154,7 @@ class AnswerReward:
         self.trajectories += len(answers)
         self.crops += sum(crops)
         self._calls += 1
+        self.check_judge()
         if self.cfg.permute_rewards:
             rewards = permuted_within_groups(rewards, self.cfg.num_generations, self.cfg.seed, self._calls)
         return rewards
@@ -182,10 +184,23 @@ class AnswerReward:
             model.train(was_training)
         return answers, [step.box is not None for step in steps]
 
+    def check_judge(self) -> None:
+        """Stop the run once the judge has failed on more than `judge.max_failure_rate` of its calls (from
+        the 8th on): TRL would otherwise train on no reward at all and exit as if it had learned."""
+        if self.judge is None or self.judged < 8:
+            return
+        if len(self.judge_failures) / self.judged > self.cfg.judge.max_failure_rate:
+            raise VisrlError(
+                f"the judge failed on {len(self.judge_failures)} of {self.judged} answers (more than "
+                f"judge.max_failure_rate={self.cfg.judge.max_failure_rate:g}); the last: "
+                f"{self.judge_failures[-1]}; stopping before training on no reward"
+            )
+
     def score(self, i: int, answer: str, well_formed: bool) -> float | None:
         sample, (_, resized) = self.samples[i], self.images[i]
         try:
             if self.judge is not None:
+                self.judged += 1
                 value = self.judge.score(sample.question, str(sample.answer), answer)
             else:
                 conv = self.adapter.box_convention
@@ -343,23 +358,29 @@ def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:
     )
 
     def facts() -> dict[str, Any]:
+        """Counts summed over the data-parallel ranks (every rank runs this; the main one writes it)."""
+        from visrl_bench.core.distributed import gather
+
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        mine = (reward.trajectories, reward.crops, shared.questions if shared else 0, reward.judge_failures)
+        ranks = gather(mine)
+        trajectories, crops, prefills = (sum(r[i] for r in ranks) for i in range(3))
+        failures = [f for r in ranks for f in r[3]]
         return {
             "questions": len(samples),
             "skipped_questions": len(skipped),
             "skipped_examples": skipped[:3],
-            "sampled_boxes": trainer.state.global_step * cfg.batch_size * cfg.grad_accum,
-            "answer_rollouts": reward.trajectories,  # box -> crop -> answer trajectories scored
-            "rollout_prefills": shared.questions if shared else None,  # shared_prefix: one per question
-            "crops_per_trajectory": round(reward.crops / reward.trajectories, 4)
-            if reward.trajectories
-            else None,
+            "processes": len(ranks),
+            "sampled_boxes": trainer.state.global_step * cfg.batch_size * cfg.grad_accum * len(ranks),
+            "answer_rollouts": trajectories,  # box -> crop -> answer trajectories scored
+            "rollout_prefills": prefills if shared else None,  # shared_prefix: one per question
+            "crops_per_trajectory": round(crops / trajectories, 4) if trajectories else None,
             "max_completion_length": completion_length,
             "first_reward": rewards[0] if rewards else None,
             "final_reward": rewards[-1] if rewards else None,
             "judge": reward.judge.provenance() if reward.judge else None,
-            "judge_failures": len(reward.judge_failures),
-            "judge_failure_examples": reward.judge_failures[:3],
+            "judge_failures": len(failures),
+            "judge_failure_examples": failures[:3],
         }
 
     return fit(trainer, adapter, cfg, "grpo", started, facts)

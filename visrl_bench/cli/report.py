@@ -89,7 +89,7 @@ def show_command(
     try:
         if len(runs) == 1 and not (runs[0] / "results.json").is_file():
             summary = write_curves(runs[0], out)
-            typer.echo(f"wrote {summary['figures']} figures: {summary['index']}")
+            typer.echo(f"wrote {_count(summary['figures'], 'figure')}: {summary['index']}")
             return
         summary = write_report(
             runs, out, filter, category, limit, contact_sheet, page_size=page_size, progress=progress
@@ -97,8 +97,13 @@ def show_command(
     except VisrlError as exc:
         fail(str(exc))
     typer.echo(
-        f"wrote {summary['samples']} samples on {summary['pages']} pages ({summary['bytes'] / 1e6:.1f} MB, "
+        f"wrote {_count(summary['samples'], 'sample')} on {_count(summary['pages'], 'page')} "
+        f"({summary['bytes'] / 1e6:.1f} MB, "
         f"{summary['seconds']:.1f} s): {summary['index']}"
     )
     if contact_sheet:
         typer.echo(f"wrote {contact_sheet}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -10,12 +10,13 @@ import typer
 from visrl_bench.cli.app import NUM_PROCESSES_HELP, app, fail, relaunch
 from visrl_bench.core.errors import VisrlError
 from visrl_bench.core.io import json_text
+from visrl_bench.core.registry import TRAINERS
 
 
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_command(
     ctx: typer.Context,
-    trainer: Annotated[str, typer.Option(help="A registered trainer: sft, dpo, step_dpo, visrl.")],
+    trainer: Annotated[str, typer.Option(help=f"A registered trainer: {', '.join(TRAINERS.names())}.")],
     config: Annotated[Path | None, typer.Option(help="YAML of the trainer's options.")] = None,
     num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
@@ -26,7 +27,6 @@ def train_command(
     from visrl_bench.core.config import load_config
     from visrl_bench.core.distributed import ranks
     from visrl_bench.core.logs import output_to
-    from visrl_bench.core.registry import TRAINERS
 
     try:
         recipe = TRAINERS.load(trainer)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from visrl_bench.core.errors import VisrlError
+
 ImageSize = tuple[int, int]  # (width, height), as PIL reports it
 
 
@@ -31,6 +33,10 @@ class BoxConvention(str, Enum):
 CONVENTIONS: tuple[str, ...] = tuple(c.value for c in BoxConvention)
 
 
+class UnknownConventionError(VisrlError, ValueError):
+    """A box convention named wrong (`--box-format norm999`): one line from the CLI, a ValueError in code."""
+
+
 def as_convention(convention: str | BoxConvention) -> BoxConvention:
     """Accept a convention by name, with a clear error listing the known ones."""
     if isinstance(convention, BoxConvention):
@@ -38,7 +44,9 @@ def as_convention(convention: str | BoxConvention) -> BoxConvention:
     try:
         return BoxConvention(str(convention).strip().lower())
     except ValueError:
-        raise ValueError(f"unknown box convention {convention!r}; known: {', '.join(CONVENTIONS)}") from None
+        raise UnknownConventionError(
+            f"unknown box convention {convention!r}; known: {', '.join(CONVENTIONS)}"
+        ) from None
 
 
 @dataclass(frozen=True)

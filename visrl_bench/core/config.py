@@ -121,6 +121,7 @@ def validate(config_class: type[T], data: Mapping[str, Any], source: str = "conf
 
     data = read_scalars(data, config_class)
     try:
+        _refuse_truth_values_as_numbers(data, config_class, "")  # named whole below
         return _adapter(config_class).validate_python(data)
     except pydantic.ValidationError as exc:
         raise VisrlError(f"{source}: {_describe(exc, config_class, prefix)}") from None
@@ -198,6 +199,22 @@ def _field_hints(hint: Any) -> dict[str, Any] | None:
     if not inner:
         return None
     return typing.get_type_hints(inner[0])
+
+
+def _refuse_truth_values_as_numbers(data: Any, hint: Any, prefix: str) -> None:
+    """pydantic reads `true` as 1 for a whole-number option (`max_turns: true` would run one crop): a
+    number option given true or false is refused by name, at every depth."""
+    fields = _field_hints(hint)
+    if fields is None or not isinstance(data, Mapping):
+        return
+    for key, value in data.items():
+        inner = fields.get(key)
+        if inner is None:
+            continue
+        numeric = {a for a in _flatten(inner) if a is not type(None)} <= {int, float}
+        if isinstance(value, bool) and numeric:
+            raise VisrlError(f"option {prefix}{key} takes a number, got {value!r}")
+        _refuse_truth_values_as_numbers(value, inner, f"{prefix}{key}.")
 
 
 def _text_only(hint: Any) -> bool | None:

@@ -124,6 +124,13 @@ class Bounded:
     one is made, from the command line, a YAML file or code."""
 
     BOUNDS: ClassVar[Bounds] = {}
+    # where a nested config's options sit in the configs that hold it (`judge.`): errors name them whole
+    OPTION_PREFIX: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        check_bounds(self, self.BOUNDS)
+        try:
+            check_bounds(self, self.BOUNDS)
+        except VisrlError as exc:
+            if not self.OPTION_PREFIX:
+                raise
+            raise VisrlError(str(exc).replace("option ", f"option {self.OPTION_PREFIX}", 1)) from None

@@ -124,6 +124,18 @@ class ZoomWorldConfig(Bounded):
                 raise VisrlError(
                     f"option {name} must be two positive numbers (min <= max), got {(low, high)}"
                 )
+        room = min(self.canvas) - 2 * GRID  # an object keeps a GRID margin from every edge
+        if self.object_size[1] > room:
+            raise VisrlError(
+                f"option object_size={tuple(self.object_size)}: the largest object must fit the canvas "
+                f"{tuple(self.canvas)} with a {GRID}-px margin on each side (at most {room} px)"
+            )
+        tile = self.tile_cells * self.cell
+        if tile > self.object_size[0]:
+            raise VisrlError(
+                f"options tile_cells={self.tile_cells}, cell={self.cell}: the tile ({tile} px) must fit "
+                f"inside the smallest object ({self.object_size[0]} px)"
+            )
 
 
 @dataclass

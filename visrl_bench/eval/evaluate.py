@@ -71,11 +71,13 @@ class EvalConfig(Bounded):
         "seed": (0, None),
         "crop_min_side": (1, None),
         "limit": (1, None),
-        "max_turns": (1, None),
+        "max_turns": (1, 16),  # each crop adds an image to the context: 16 is far past any use
     }
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.mode != "zoom" and self.max_turns != EvalConfig.max_turns:
+            raise VisrlError(f"option max_turns is for mode zoom (mode {self.mode} takes one crop at most)")
         if self.mode == "zoom" and self.max_turns > 1 and self.generation.num_return_sequences > 1:
             raise VisrlError("mode zoom with max_turns > 1 decodes one sample a turn: num_return_sequences 1")
 

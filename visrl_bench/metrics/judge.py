@@ -50,8 +50,33 @@ class JudgeConfig(Bounded):
     backoff: float = 0.5  # seconds before the first retry, doubled after each
     cache: str | None = None  # JSONL of verdicts, read at start and appended to
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable (never stored); unset: no key
+    # a training run stops (an error, not a silent 0 loss) once more than this share of its judge calls
+    # failed, counted from the 8th call on: a judge that fails on every call teaches nothing
+    max_failure_rate: float = 0.25
 
-    BOUNDS: ClassVar[Bounds] = {"timeout": (1e-3, None), "retries": (0, 20), "backoff": (0, None)}
+    BOUNDS: ClassVar[Bounds] = {
+        "timeout": (1e-3, None),
+        "retries": (0, 20),
+        "backoff": (0, None),
+        "max_failure_rate": (0, 1),
+    }
+    OPTION_PREFIX: ClassVar[str] = "judge."
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from urllib.parse import urlparse
+
+        if self.model and not self.url:
+            raise VisrlError("option judge.model needs judge.url (the judge's chat-completions endpoint)")
+        if self.url:
+            parsed = urlparse(self.url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise VisrlError(
+                    "option judge.url takes an http(s) URL such as "
+                    f"http://127.0.0.1:8000/v1/chat/completions, got {self.url!r}"
+                )
+            if not self.model:
+                raise VisrlError("option judge.url needs judge.model (the model the server should run)")
 
     @property
     def enabled(self) -> bool:
