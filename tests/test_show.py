@@ -5,6 +5,7 @@ browser rendering the report from disk."""
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -313,3 +314,67 @@ def test_reports_of_tiny_model_runs_one_and_paired(tiny_checkpoints, tmp_path):
         app, ["show", str(runs["cot"]), "--out", str(tmp_path / "x"), "--filter", "flipped"]
     )
     assert bad.exit_code == 2 and "compares two runs" in bad.output
+
+
+def test_show_reads_what_the_run_recorded_and_fails_in_one_line(vstar, tmp_path, monkeypatch):
+    """The hostile-user class: each wrong path or hand-edited record is one line or a per-sample note."""
+    from typer.testing import CliRunner
+
+    from visrl_bench.cli import app
+
+    runner = CliRunner()
+    monkeypatch.chdir(vstar.parent)
+    run = _run(Path(vstar.name), tmp_path / "run")  # the data named relative to where eval ran
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run's recorded working dir finds the data
+    shown = runner.invoke(app, ["show", str(run), "--out", str(tmp_path / "ok"), "--no-progress"])
+    assert shown.exit_code == 0 and "wrote 4 samples on 1 page " in shown.output, shown.output
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "log.csv").write_text("step,epoch\n1,0.1\n")
+    for args, message in (
+        ([str(run), "--out", str(afile)], "a file is there; the report is a folder"),
+        (
+            [str(run), "--out", str(tmp_path / "r"), "--contact-sheet", str(tmp_path)],
+            "a folder; give the PNG",
+        ),
+        (
+            [str(run), "--out", str(tmp_path / "r"), "--contact-sheet", str(afile / "s.png")],
+            "is a file, not a folder",
+        ),
+        (
+            [str(run), "--out", str(tmp_path / "r"), "--category", "nope"],
+            "--category 'nope': no sample has it",
+        ),
+        ([str(tmp_path / "missing"), "--out", str(tmp_path / "r")], "missing: no such directory"),
+        ([str(tmp_path / "empty"), "--out", str(tmp_path / "r")], "not an eval run (no results.json)"),
+        ([str(tmp_path / "trainer"), "--out", str(tmp_path / "r")], "none with a column to draw"),
+    ):
+        result = runner.invoke(app, ["show", *args, "--no-progress"])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    records = [json.loads(line) for line in (other / "samples.jsonl").read_text().splitlines()]
+    for record in records:
+        record["id"] = "x" + str(record["id"])
+    (other / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = runner.invoke(app, ["show", str(run), str(other), "--out", str(tmp_path / "r"), "--no-progress"])
+    assert result.exit_code == 2 and "share no question" in result.output
+
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    records = [json.loads(line) for line in (edited / "samples.jsonl").read_text().splitlines()]
+    records[0]["focus"]["box"] = [1e308, 0, 1e308, 10]
+    records[1]["focus"]["box"] = "[1, 2, 3, 4]"
+    records[2]["image_size"] = [0, 0]
+    records[3]["focus"]["crop"] = [5000, 5000, 5100, 5100]
+    (edited / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = runner.invoke(app, ["show", str(edited), "--out", str(tmp_path / "e"), "--no-progress"])
+    assert result.exit_code == 0 and "wrote 4 samples" in result.output, result.output
+    pages = "".join(p.read_text() for p in (tmp_path / "e").glob("page-*.html"))
+    assert "crop 1 lies outside the image" in pages
+    assert pages.count("bad record") + pages.count("image not shown") >= 2, pages[:2000]

@@ -87,6 +87,14 @@ def show_command(
     from visrl_bench.report.show import write_report
 
     try:
+        for run in runs:
+            if not run.exists():
+                raise VisrlError(f"{run}: no such directory")
+            if not run.is_dir():
+                raise VisrlError(f"{run}: a file; show takes an eval run dir (results.json) or a trainer dir")
+        if len(runs) == 2 and not all((r / "results.json").is_file() for r in runs):
+            lacking = next(r for r in runs if not (r / "results.json").is_file())
+            raise VisrlError(f"{lacking}: no results.json; two runs side by side must both be eval runs")
         if len(runs) == 1 and not (runs[0] / "results.json").is_file():
             summary = write_curves(runs[0], out)
             typer.echo(f"wrote {_count(summary['figures'], 'figure')}: {summary['index']}")
@@ -101,6 +109,8 @@ def show_command(
         f"({summary['bytes'] / 1e6:.1f} MB, "
         f"{summary['seconds']:.1f} s): {summary['index']}"
     )
+    if summary.get("bad_records"):
+        typer.echo(f"{_count(summary['bad_records'], 'record')} could not be drawn (marked 'bad record')")
     if contact_sheet:
         typer.echo(f"wrote {contact_sheet}")
 

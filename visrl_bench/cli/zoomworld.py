@@ -45,7 +45,9 @@ def zoomworld_pretrain(
         bool,
         typer.Option(help="The grounding stage's settings (the committed bases' stage 1, from scratch)."),
     ] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="The run's seed (unset: PretrainConfig's, or a seed=N override).")
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(

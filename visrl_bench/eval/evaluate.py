@@ -406,6 +406,8 @@ def evaluate(
                 f"mode:{mode.name}": mode.prompt_sha256,
             },
             "task_config": {t.name: t.config() for t in tasks},
+            # relative data paths in the config are relative to this: `show` reads the data from anywhere
+            "cwd": str(Path.cwd()),
             "model": adapter.describe(),
             "mode": mode.name,
             "generation": cfg.generation.as_dict(),

@@ -129,7 +129,18 @@ def write_curves(root: str | Path, out: str | Path) -> dict[str, Any]:
             name = str(path.parent.relative_to(root)) if path.parent != root else root.name
             figures.append((f"{name}: rounds", f"curves/{png.name}", drawn))
     if not figures:
-        raise DataError(root, "no training logs (log.csv) or VisRL round summaries (summary.json) to draw")
+        logs = list(find_logs(root))
+        if logs:
+            raise DataError(
+                root,
+                f"{len(logs)} training log(s) (log.csv) found, none with a column to draw (loss, reward, "
+                "rewards/margins, ...) yet",
+            )
+        raise DataError(
+            root,
+            "not an eval run (no results.json) and no training logs (log.csv) or VisRL round summaries "
+            "(summary.json) to draw",
+        )
     items = "".join(
         f"<h2>{html.escape(name)}</h2><p>{html.escape(', '.join(panels))}</p><img src='{src}' alt='curves'>"
         for name, src, panels in figures

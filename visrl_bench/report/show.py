@@ -69,10 +69,14 @@ class Run:
             raise DataError(results_file, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
         run = cls(path, results)
         config = results.get("config", {})
+        ran_in = (results.get("provenance") or {}).get("cwd")
         for spec in config.get("tasks", []):
+            data = Path(spec["data"])
+            if not data.is_absolute() and ran_in and (Path(ran_in) / data).exists():
+                data = Path(ran_in) / data  # the path the run read, wherever `show` runs from
             run.tasks[spec["name"]] = TASKS.build(
                 spec["name"],
-                spec["data"],
+                str(data),
                 spec.get("split"),
                 seed=config.get("seed", 0),
                 **spec.get("options", {}),
@@ -133,8 +137,21 @@ def select(
         raise VisrlError("--filter flipped compares two runs: give RUN and RUN2")
     first = runs[0]
     keys = [k for k in first.records if all(k in r.records for r in runs[1:])]
+    if len(runs) == 2 and first.records and not keys:
+        tasks = [sorted({t for t, _ in r.records}) for r in runs]
+        raise VisrlError(
+            f"{runs[0].path} and {runs[1].path} share no question (tasks {', '.join(tasks[0])} and "
+            f"{', '.join(tasks[1])}): two runs are shown side by side over the same questions"
+        )
     if category is not None:
+        known = sorted(
+            {str(first.records[k].get("category")) for k in keys if first.records[k].get("category")}
+        )
         keys = [k for k in keys if first.records[k].get("category") == category]
+        if not keys:
+            raise VisrlError(
+                f"--category {category!r}: no sample has it; categories: {', '.join(known) or 'none'}"
+            )
     if filter in ("correct", "wrong"):
         keys = [k for k in keys if correct(first.score(k)) is (filter == "correct")]
     elif filter == "flipped":
@@ -157,11 +174,24 @@ def focus_boxes(record: dict) -> list[dict]:
 
 def original_size(record: dict, sample) -> tuple[int, int] | None:
     size = record.get("image_size") or sample.image_size
-    return (int(size[0]), int(size[1])) if size else None
+    if not size:
+        return None
+    if not (isinstance(size, list | tuple) and len(size) == 2 and all(_pixel(v) and v >= 1 for v in size)):
+        raise ValueError(f"image_size {size!r} is not two positive pixel counts")
+    return (int(size[0]), int(size[1]))
+
+
+def _pixel(value) -> bool:
+    """A plausible pixel coordinate: a finite number of sane size (a hand-edited 1e308 is not drawn)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e6
 
 
 def _box(values) -> Box | None:
-    return Box(*values) if values else None
+    if not values:
+        return None
+    if not (isinstance(values, list | tuple) and len(values) == 4 and all(_pixel(v) for v in values)):
+        raise ValueError(f"box {values!r} is not four pixel coordinates")
+    return Box(*values)
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -181,6 +211,7 @@ def write_report(
     started = time.perf_counter()
     if not 1 <= len(paths) <= 2:
         raise VisrlError("show takes one run, or two runs over the same questions")
+    check_outputs(out, contact_sheet)
     runs = [Run.load(p) for p in paths]
     name_runs(runs)
     keys = select(runs, filter, category, limit)
@@ -223,6 +254,7 @@ def write_report(
     files = [p for p in out.rglob("*") if p.is_file()]
     return {
         "samples": len(keys),
+        "bad_records": sum("class='card bad'" in card for card in cards),
         "pages": len(pages),
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
@@ -231,7 +263,38 @@ def write_report(
     }
 
 
+def check_outputs(out: str | Path, contact_sheet: str | Path | None) -> None:
+    """--out must be a folder (or nothing yet) and --contact-sheet a file path whose folders can exist."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VisrlError(f"--out {out}: a file is there; the report is a folder (index.html, pages, img/)")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise VisrlError(f"--out {out}: {parent} is a file, not a folder")
+    if contact_sheet is None:
+        return
+    sheet = Path(contact_sheet)
+    if sheet.is_dir():
+        raise VisrlError(f"--contact-sheet {sheet}: a folder; give the PNG's file name")
+    for parent in sheet.parents:
+        if parent.exists() and not parent.is_dir():
+            raise VisrlError(f"--contact-sheet {sheet}: {parent} is a file, not a folder")
+
+
 def _card(runs: list[Run], key: tuple[str, str], n: int, out: Path, sheet: list | None) -> str:
+    """One sample's card; a record that cannot be drawn (a hand-edited box of 1e308 or of text, an image
+    size of 0) becomes a card that says so, never a crash of the whole report."""
+    try:
+        return _drawn_card(runs, key, n, out, sheet)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, KeyError, IndexError) as exc:
+        task_name, sample_id = key
+        title = f"{html.escape(task_name)} / {html.escape(sample_id)}"
+        reason = html.escape(f"{type(exc).__name__}: {exc}"[:300])
+        body = f"<h2 id='s{n}'>{title}</h2><p><b>bad record</b>: {reason}</p>"
+        return f"<section class='card bad'>{body}</section>"
+
+
+def _drawn_card(runs: list[Run], key: tuple[str, str], n: int, out: Path, sheet: list | None) -> str:
     task_name, sample_id = key
     sample = _sample(runs[0], key)
     columns = []
@@ -290,7 +353,11 @@ def _column(run: Run, record: dict, sample, score, n: int, r: int, out: Path, sh
                 f"<img src='{name}' alt='image with boxes' width='{thumb.width}' height='{thumb.height}'>"
             )
             for t, region in enumerate(crops):
-                if region is not None:
+                if region is not None and size and not _inside(region, size):
+                    images += (
+                        f"<p class='err'>crop {t + 1} lies outside the image: {_e(region.as_list())}</p>"
+                    )
+                elif region is not None:
                     crop = crop_thumbnail(image, scale, region)
                     cname = f"img/{n:05d}-{r}-crop{t + 1}.jpg"
                     crop.save(out / cname, quality=JPEG_QUALITY)
@@ -307,6 +374,11 @@ def _column(run: Run, record: dict, sample, score, n: int, r: int, out: Path, sh
     prediction = f"<p>prediction: <b>{_e(record.get('prediction'))}</b></p>"
     body = f"{images}{error}<ul>{parsed}</ul>{prediction}<table>{turns}</table>"
     return f"<div class='col'><h3>{head}</h3>{body}</div>"
+
+
+def _inside(region: Box, size: tuple[int, int]) -> bool:
+    """Whether the region overlaps the image at all (a hand-edited record may put it anywhere)."""
+    return region.x1 < size[0] and region.y1 < size[1] and region.x2 > 0 and region.y2 > 0
 
 
 def _e(value: Any) -> str:
