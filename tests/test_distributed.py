@@ -214,3 +214,11 @@ def test_grpo_on_two_processes_counts_every_rank(world, tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 1
     assert summary["sampled_boxes"] == 8 and summary["answer_rollouts"] == 8  # 4 on each rank
+
+
+def test_more_processes_than_windows_of_work_is_said(world, tmp_path):
+    """Two processes for one window: the run is right, and the terminal says one process sat idle."""
+    args = [*_eval_args(world, tmp_path / "run", batch_size=8), "--limit", "4", "--num-processes", "2"]
+    result = _run(args)
+    assert "1 window(s) of work for 2 processes; 1 had nothing to do" in result.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["results"]["zoomworld"]["n"] == 4

@@ -9,6 +9,7 @@ benchmark's sample order, so a resumed run's results equal an uninterrupted run'
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -378,6 +379,13 @@ def evaluate(
                 bar.update(len(missing) * where.world)  # the other ranks keep about the same pace
             bar.close()
             timing[task.name] = (count, time.perf_counter() - started)
+            if where.main and 0 < pending < where.world:  # the run is right, but processes sat idle
+                print(
+                    f"warning: {task.name}: {pending} window(s) of work for {where.world} processes; "
+                    f"{where.world - pending} had nothing to do (fewer processes or a smaller --batch-size "
+                    "would use them)",
+                    file=sys.stderr,
+                )
     timing = merged_timing(gather(timing))
     if not where.main:
         barrier()  # the main process merges and writes results.json
