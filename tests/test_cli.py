@@ -272,3 +272,58 @@ def test_small_hostile_options_are_one_line_each(tiny_checkpoints, tmp_path):
     result = runner.invoke(app, ["eval", "--config", str(config), "--task", "zoomworld", "--data", str(data)])
     assert result.exit_code == 2 and "option max_turns takes a number, got True" in result.output
     assert "grpo" in runner.invoke(app, ["train", "--help"]).output
+
+
+def test_the_split_rule_holds_whatever_the_config_and_wherever_the_split_is_named(tiny_checkpoints, tmp_path):
+    """TaskData's check runs in either base order; the VisRL loop and the ablation grid check the splits
+    their stages will train on before any stage, under each stage's own train_on_eval_split; the options
+    the harness sets itself (data, split, seed) are not task options."""
+    from dataclasses import dataclass
+
+    from fixtures import make_zoomworld
+    from visrl_bench.trainers.common import TrainConfig
+
+    from visrl_bench.core.errors import VisrlError
+    from visrl_bench.experiments.ablation import load_ablation_config
+    from visrl_bench.task import TaskData
+
+    @dataclass
+    class TrainFirst(TrainConfig, TaskData):
+        pass
+
+    for config_class in (TrainFirst, TaskData):
+        with pytest.raises(VisrlError, match="option split=test: not a training split of zoomworld"):
+            config_class(split="test")
+    data = make_zoomworld(tmp_path / "zw")
+    model = str(tiny_checkpoints["llava"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--trainer",
+            "visrl",
+            f"model={model}",
+            f"data={data}",
+            f"out={tmp_path / 'v'}",
+            "rl_split=test",
+        ],
+    )
+    assert result.exit_code == 2 and "option rl_split=test: not a training split" in result.output
+    assert not (tmp_path / "v" / "sft").exists()  # refused before the SFT warm-up, not after it
+    result = runner.invoke(
+        app, ["eval", "--model", model, "--task", "zoomworld", "--data", str(data), "-o", "seed=1"]
+    )
+    assert result.exit_code == 2 and "seed is not task options" in result.output
+
+    yaml_file = tmp_path / "grid.yaml"
+    yaml_file.write_text(f"data: {data}\nbases:\n  llava: {model}\n")
+    load_ablation_config(yaml_file, "quick", ["rows=[sft]", "more_data_splits=[test]"])  # not used by sft
+    with pytest.raises(VisrlError, match="option more_data_splits=test"):
+        load_ablation_config(yaml_file, "quick", ["rows=[sft_more_data]", "more_data_splits=[test]"])
+    load_ablation_config(
+        yaml_file,
+        "quick",
+        ["rows=[sft_more_data]", "more_data_splits=[test]", "sft.train_on_eval_split=true"],
+    )
+    with pytest.raises(VisrlError, match="task_options: seed is not task options"):
+        load_ablation_config(yaml_file, "quick", ["task_options.seed=3"])

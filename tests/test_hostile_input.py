@@ -311,11 +311,11 @@ def test_eval_refuses_numbers_out_of_range_before_loading_a_model(flags, message
         (["ablate", "--jobs", "0"], "'--jobs'"),
         (
             ["train", "--trainer", "visrl", "model=m", "out=o", "data=d", "dpo={beta: 0}"],
-            "visrl `dpo`: option beta",
+            "visrl: option dpo.beta",
         ),
         (
             ["train", "--trainer", "visrl", "model=m", "out=o", "data=d", "generate={k: 0}"],
-            "`generate`: option k",
+            "visrl: option generate.k",
         ),
         (["zoomworld", "generate", "--out", "o", "--seed", "-1"], "'--seed'"),
     ],

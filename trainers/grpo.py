@@ -187,13 +187,20 @@ class AnswerReward:
     def check_judge(self) -> None:
         """Stop the run once the judge has failed on more than `judge.max_failure_rate` of its calls (from
         the 8th on): TRL would otherwise train on no reward at all and exit as if it had learned."""
-        if self.judge is None or self.judged < 8:
+        if self.judge is None:
             return
-        if len(self.judge_failures) / self.judged > self.cfg.judge.max_failure_rate:
+        from visrl_bench.core.distributed import gather
+
+        # every rank decides on the totals, so that all stop together (one alone would leave the others
+        # waiting in TRL's next collective)
+        counts = gather((self.judged, len(self.judge_failures)))
+        judged, failed = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        if judged >= 8 and failed / judged > self.cfg.judge.max_failure_rate:
+            last = self.judge_failures[-1] if self.judge_failures else "on another process"
             raise VisrlError(
-                f"the judge failed on {len(self.judge_failures)} of {self.judged} answers (more than "
+                f"the judge failed on {failed} of {judged} answers (more than "
                 f"judge.max_failure_rate={self.cfg.judge.max_failure_rate:g}); the last: "
-                f"{self.judge_failures[-1]}; stopping before training on no reward"
+                f"{last}; stopping before training on no reward"
             )
 
     def score(self, i: int, answer: str, well_formed: bool) -> float | None:
@@ -246,7 +253,7 @@ class SharedPrefixRollout:
         prompt_ids, completion_ids = [], []
         for start in range(0, len(prompts), group):
             prompt = prompts[start]
-            if any(_text_of(p) != _text_of(prompt) for p in prompts[start : start + group]):
+            if any(_key_of(p) != _key_of(prompt) for p in prompts[start : start + group]):
                 raise VisrlError("shared_prefix: TRL did not hand each question's G prompts together")
             inputs = trainer.processing_class.apply_chat_template(
                 conversation=[prompt],
@@ -271,12 +278,12 @@ class SharedPrefixRollout:
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
 
-def _text_of(prompt: list[dict]) -> str:
-    return "".join(
-        (part.get("text") or "") if isinstance(part, dict) else str(part)
-        for m in prompt
-        for part in (m["content"] if isinstance(m["content"], list) else [m["content"]])
-    )
+def _key_of(prompt: list[dict]) -> tuple:
+    """A prompt's text and its images' pixels: the same question text on two images is two questions."""
+    parts = [p for m in prompt for p in (m["content"] if isinstance(m["content"], list) else [m["content"]])]
+    text = "".join((p.get("text") or "") if isinstance(p, dict) else str(p) for p in parts)
+    images = [p["image"] for p in parts if isinstance(p, dict) and p.get("image") is not None]
+    return text, tuple((im.size, hash(im.tobytes())) for im in images)
 
 
 def train(cfg: GRPOConfig, reward_funcs: list | None = None) -> Path:

@@ -115,11 +115,21 @@ def run(cfg: VisRLConfig, data_provider: Callable[[Any], tuple[Path, dict]] | No
 
     from visrl_bench.core.registry import TASKS, TRAINERS
     from visrl_bench.datagen.pairs import GenerateConfig, generate
+    from visrl_bench.task import check_training_split
 
-    # every stage's overrides are checked now, not when the stage starts hours later
+    # every stage's overrides are checked now, not when the stage starts hours later, and so are the
+    # splits the stages will train on (each under its stage's train_on_eval_split)
     dpo_class = TRAINERS.load(cfg.trainer).config_class
-    for stage, config_class in (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", dpo_class)):
-        load_config(config_class, source=f"visrl `{stage}`", **getattr(cfg, stage))
+    loaded = {
+        stage: load_config(config_class, source="visrl", prefix=f"{stage}.", **getattr(cfg, stage))
+        for stage, config_class in (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", dpo_class))
+    }
+    for name, split, stage, used in (
+        ("sft_split", cfg.sft_split, "sft", not cfg.skip_sft),
+        ("rl_split", cfg.rl_split, "generate", cfg.rounds > 0),
+    ):
+        if used:
+            check_training_split(cfg.task, split, loaded[stage].train_on_eval_split, f"option {name}")
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from visrl_bench.core.boxes import Box
-from visrl_bench.core.errors import Bounds, DataError, VisrlError, locate
+from visrl_bench.core.errors import Bounded, Bounds, DataError, VisrlError, locate
 from visrl_bench.metrics.choice import extract_letter
 from visrl_bench.metrics.stats import add_metric, mean_ci_percent
 
@@ -154,7 +154,7 @@ class Task(Protocol):
 
 
 @dataclass
-class TaskData:
+class TaskData(Bounded):
     """The task-data part of a config that trains on a task's questions (SFT, GRPO, the pair generator):
     which task, where its data lies, which split, the task's options, how many questions, the crop rule.
 
@@ -174,10 +174,26 @@ class TaskData:
     TRAINING_SPLITS: ClassVar[tuple[str, ...]] = ("split",)  # the fields naming splits trained on
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # the next config in the MRO (Bounded: the ranges)
+        super().__post_init__()  # the next config in the MRO (at the latest Bounded: the ranges)
+        check_task_options(self.task_options)
         for name in self.TRAINING_SPLITS:
             for split in _as_splits(getattr(self, name)):
                 check_training_split(self.task, split, self.train_on_eval_split, f"option {name}")
+
+
+# what the harness itself passes a task (`TASKS.build(name, data, split, seed=...)`): not task options
+RESERVED_TASK_OPTIONS = ("data", "split", "seed")
+
+
+def check_task_options(options: dict[str, Any], option: str = "task_options") -> None:
+    """Refuse a task option that names what the harness sets itself, in one line (it would otherwise
+    reach the task twice: a TypeError deep in a run)."""
+    clash = sorted(set(options) & set(RESERVED_TASK_OPTIONS))
+    if clash:
+        raise VisrlError(
+            f"option {option}: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} not task options "
+            "(give the data, split and seed as the command's own options)"
+        )
 
 
 def _as_splits(value: Any) -> list[str | None]:

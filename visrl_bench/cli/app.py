@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -27,7 +29,9 @@ NUM_PROCESSES_HELP = (
 )
 
 
-def relaunch(num_processes: int, model: str | None = None) -> None:
+def relaunch(
+    num_processes: int, model: str | None = None, arch: str | None = None, device: str = "auto"
+) -> None:
     """`--num-processes N` (N > 1), outside a launcher: run this same command line again under accelerate's
     launcher and exit with its status. Inside a launcher (or with N = 1) it returns and the command runs.
 
@@ -44,17 +48,21 @@ def relaunch(num_processes: int, model: str | None = None) -> None:
         return
     import torch
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() and device != "cpu" else 0
     devices, kind = (gpus, "GPU(s)") if gpus else (os.cpu_count() or 1, "CPU core(s), no GPU")
     if num_processes > devices:
         raise VisrlError(
             f"--num-processes {num_processes}: this machine has {devices} {kind}; one process per device, "
             f"so at most {devices}"
         )
-    if model:
+    if model:  # a missing or broken checkpoint: one error here, not one per process
+        from visrl_bench.core.errors import DataError
         from visrl_bench.models import read_arch
 
-        read_arch(model)  # a missing or broken checkpoint: one error here, not one per process
+        if not arch:
+            read_arch(model)
+        elif not (Path(model) / "config.json").is_file():  # --arch names the adapter: config.json must exist
+            raise DataError(Path(model), "no config.json: not a transformers checkpoint directory")
     argv, skip = [], False
     for arg in sys.argv[1:]:
         if skip:

@@ -183,7 +183,7 @@ def eval_command(
         if not values["tasks"]:
             raise VisrlError("give at least one --task with its --data (or `tasks:` in --config)")
         cfg = eval_config_from_dict(values, source=str(config) if config else "the command line")
-        relaunch(num_processes, cfg.model)
+        relaunch(num_processes, cfg.model, cfg.arch, cfg.device)
         out = (
             Path(output_dir) if output_dir else Path("runs") / f"{Path(cfg.model).resolve().name}-{cfg.mode}"
         )

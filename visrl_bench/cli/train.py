@@ -34,7 +34,12 @@ def train_command(
         missing = [k for k in ("model", "out") if hasattr(cfg, k) and not getattr(cfg, k)]
         if missing:
             raise VisrlError(f"trainer {trainer!r} needs {' and '.join(missing)} (key=value or in --config)")
-        relaunch(num_processes, getattr(cfg, "model", None))
+        relaunch(
+            num_processes,
+            getattr(cfg, "model", None),
+            getattr(cfg, "arch", None),
+            getattr(cfg, "device", "auto"),
+        )
         out = Path(cfg.out)
         where = ranks()
         log = out / ("train.log" if where.main else f"train.rank{where.rank}.log")
@@ -67,7 +72,7 @@ def generate_command(
         missing = [k for k in ("model", "data", "out") if not getattr(cfg, k)]
         if missing:
             raise VisrlError(f"generate needs {', '.join(missing)} (key=value or in --config)")
-        relaunch(num_processes, cfg.model)
+        relaunch(num_processes, cfg.model, cfg.arch, cfg.device)
         stats = generate(cfg, resume=resume, overwrite=overwrite)
     except VisrlError as exc:
         fail(str(exc))

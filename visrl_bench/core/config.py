@@ -127,8 +127,10 @@ def validate(config_class: type[T], data: Mapping[str, Any], source: str = "conf
         raise VisrlError(f"{source}: {_describe(exc, config_class, prefix)}") from None
     except VisrlError as exc:  # a range check in __post_init__
         message = str(exc)
-        if prefix:  # "option lr must be ..." of a nested config: name it whole
+        if prefix and "option " in message:  # "option lr must be ..." of a nested config: name it whole
             message = message.replace("option ", f"option {prefix}", 1)
+        elif prefix:  # a check across options: say which section it is about
+            message = f"{prefix.rstrip('.')}: {message}"
         raise VisrlError(f"{source}: {message}") from None
 
 

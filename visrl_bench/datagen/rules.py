@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from visrl_bench.core.boxes import Box, iou
-from visrl_bench.core.errors import Bounded, Bounds
+from visrl_bench.core.errors import Bounds
 from visrl_bench.task import TaskData
 
 
 @dataclass
-class GenerateConfig(TaskData, Bounded):
+class GenerateConfig(TaskData):
     """The pair generator's options; its questions are training data (`TaskData`'s split rule)."""
 
     model: str = ""

@@ -49,6 +49,11 @@ class TaskSpec:
     split: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from visrl_bench.task import check_task_options
+
+        check_task_options(self.options, f"{self.name} task options")
+
 
 @dataclass
 class EvalConfig(Bounded):

@@ -249,17 +249,28 @@ def load_ablation_config(
     if not cfg.data:
         raise VisrlError(f"{where}: `data` is empty")
     from visrl_bench.core.registry import TASKS
-    from visrl_bench.task import _as_splits, check_training_split
+    from visrl_bench.task import check_task_options, check_training_split
 
-    try:  # the task, its options and the splits trained on, before any cell (each would fail alike)
-        TASKS.check_options(cfg.task, cfg.task_options, prefix="task_options.")
-        for name in ("sft_split", "more_data_splits", "rl_split"):
-            for split in _as_splits(getattr(cfg, name)):
-                check_training_split(cfg.task, split, False, f"option {name}")
-    except VisrlError as exc:
-        raise VisrlError(f"{where}: {exc}") from None
     # the stages read their own values ("1e-4" -> float) when they run; here they are only checked
     stages = (("sft", SFTConfig), ("generate", GenerateConfig), ("dpo", StepDPOConfig), ("grpo", GRPOConfig))
-    for stage, config_class in stages:
-        load_config(config_class, source=where, prefix=f"{stage}.", **getattr(cfg, stage))
+    loaded = {
+        stage: load_config(config_class, source=where, prefix=f"{stage}.", **getattr(cfg, stage))
+        for stage, config_class in stages
+    }
+    rows = [ROW_BY_NAME[r] for r in cfg.rows]
+    # the splits the selected rows train on, each under the flag of the stage that reads it
+    uses = [
+        ("sft_split", [cfg.sft_split], "sft", any(r.start in ("sft", "sft_more") for r in rows)),
+        ("more_data_splits", cfg.more_data_splits, "sft", any(r.start == "sft_more" for r in rows)),
+        ("rl_split", [cfg.rl_split], "generate", any(r.trainer in ("dpo", "step_dpo") for r in rows)),
+        ("rl_split", [cfg.rl_split], "grpo", any(r.trainer == "grpo" for r in rows)),
+    ]
+    try:  # the task, its options and the splits trained on, before any cell (each would fail alike)
+        TASKS.check_options(cfg.task, cfg.task_options, prefix="task_options.")
+        check_task_options(cfg.task_options)
+        for name, splits, stage, used in uses:
+            for split in splits if used else []:
+                check_training_split(cfg.task, split, loaded[stage].train_on_eval_split, f"option {name}")
+    except VisrlError as exc:
+        raise VisrlError(f"{where}: {exc}") from None
     return cfg
