@@ -327,3 +327,22 @@ def test_the_split_rule_holds_whatever_the_config_and_wherever_the_split_is_name
     )
     with pytest.raises(VisrlError, match="task_options: seed is not task options"):
         load_ablation_config(yaml_file, "quick", ["task_options.seed=3"])
+
+
+def test_judge_options_are_refused_before_training_through_the_cli(tiny_checkpoints, tmp_path):
+    """A malformed judge is one line before the first step (it used to be a 257-line traceback mid-run)."""
+    from fixtures import make_zoomworld
+
+    data = make_zoomworld(tmp_path / "zw")
+    base = ["train", "--trainer", "grpo", f"model={tiny_checkpoints['llava']}", f"data={data}"]
+    base += [f"out={tmp_path / 'g'}", "split=rl"]
+    for extra, message in (
+        (["judge.url=notaurl", "judge.model=m"], "option judge.url takes an http(s) URL"),
+        (["judge.model=m"], "option judge.model needs judge.url"),
+        (["judge.url=http://127.0.0.1:9/v1/chat/completions"], "option judge.url needs judge.model"),
+        (["judge.timeout=0", "judge.url=http://x:1/v1", "judge.model=m"], "option judge.timeout must be"),
+        (["judge.max_failure_rate=2"], "option judge.max_failure_rate must be between 0 and 1"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "g" / "log.csv").exists()
