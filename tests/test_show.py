@@ -262,7 +262,7 @@ def test_a_headless_browser_renders_the_report_with_its_images(vstar, tmp_path):
 
 
 def test_runs_are_named_by_as_much_of_their_path_as_tells_them_apart(tmp_path):
-    from visrl_bench.report.show import Run, name_runs
+    from visrl_bench.report.runs import Run, name_runs
 
     runs = [Run(tmp_path / row / "qwen2_vl" / "seed0", {}) for row in ("sft", "visrl")]
     name_runs(runs)

@@ -134,6 +134,23 @@ def validate(config_class: type[T], data: Mapping[str, Any], source: str = "conf
         raise VisrlError(f"{source}: {message}") from None
 
 
+def read_value(hint: Any, value: Any) -> Any:
+    """One value read against a type hint, as `validate` reads a config's fields (a hint pydantic cannot
+    build a schema for passes the value through); a ValueError whose text is what the option takes
+    (`takes true or false`) when it does not fit."""
+    import pydantic
+
+    try:
+        adapter = pydantic.TypeAdapter(hint)
+    except pydantic.PydanticSchemaGenerationError:  # e.g. a torch type: not checked here
+        return value
+    try:
+        return adapter.validate_python(value)
+    except pydantic.ValidationError as exc:
+        kind = exc.errors(include_url=False)[0]["type"]
+        raise ValueError(_PHRASES.get(kind, f"takes {getattr(hint, '__name__', hint)}")) from None
+
+
 # --- pydantic's side ----------------------------------------------------------------------------------------
 _PHRASES = {
     "int_from_float": "takes a whole number",

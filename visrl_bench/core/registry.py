@@ -73,7 +73,7 @@ class Registry:
         """`options` for entry `name`, each read against the type its signature gives it (YAML and the
         command line hand text and numbers); an unknown key or a value of the wrong type is refused in one
         line naming the option (`prefix` + key). Usable before a run starts: it imports, never builds."""
-        import pydantic
+        from visrl_bench.core.config import read_value
 
         entry = self.entry(name)
         target = entry.load()
@@ -94,25 +94,12 @@ class Registry:
         out = {}
         for key, value in options.items():
             try:
-                adapter = pydantic.TypeAdapter(hints.get(key, Any))
-            except pydantic.PydanticSchemaGenerationError:  # e.g. a torch type: not checked here
-                adapter = pydantic.TypeAdapter(Any)
-            try:
-                out[key] = adapter.validate_python(value)
-            except pydantic.ValidationError:
-                hint = hints[key]
+                out[key] = read_value(hints.get(key, Any), value)
+            except ValueError as exc:
                 raise VisrlError(
-                    f"option {prefix}{key} of {self.kind} {name!r} takes {_type_name(hint)}, got {value!r}"
+                    f"option {prefix}{key} of {self.kind} {name!r} {exc}, got {value!r}"
                 ) from None
         return out
-
-
-def _type_name(hint: Any) -> str:
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in args) + (
-        " (or nothing)" if type(None) in typing.get_args(hint) else ""
-    )
 
 
 TASKS = Registry("task")

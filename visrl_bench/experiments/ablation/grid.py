@@ -223,9 +223,10 @@ def check_slurm_options(options: dict[str, Any]) -> dict[str, Any]:
     import difflib
     import typing
 
-    import pydantic
     from submitit.auto.auto import AutoExecutor
     from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    from visrl_bench.core.config import read_value
 
     types = {k: float if v is float else v for k, v in AutoExecutor._typed_parameters().items()}
     hints = typing.get_type_hints(_make_sbatch_string)
@@ -237,8 +238,8 @@ def check_slurm_options(options: dict[str, Any]) -> dict[str, Any]:
             hint = f"; did you mean {close[0]}?" if close else ""
             raise VisrlError(f"--slurm {key}: not a submitit parameter for Slurm{hint}")
         try:
-            out[key] = pydantic.TypeAdapter(types[key]).validate_python(value)
-        except pydantic.ValidationError:
+            out[key] = read_value(types[key], value)
+        except ValueError:
             raise VisrlError(f"--slurm {key}: expected {types[key]}, got {value!r}") from None
     return out
 
